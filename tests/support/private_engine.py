@@ -34,6 +34,7 @@ class EngineUnavailable(RuntimeError):
 class PrivateEngine:
     root: Path = DEFAULT_DIR
     start_timeout_s: float = 60.0
+    dockerd: str | None = None  # default: dockerd on PATH, or Debian's /usr/sbin/dockerd
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _lock_fd: int | None = field(default=None, init=False, repr=False)
     _log: object = field(default=None, init=False, repr=False)
@@ -61,8 +62,8 @@ class PrivateEngine:
             self.base_url = explicit
             self._wait_ready(explicit, self.start_timeout_s)
             return self
-        dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None)
-        if dockerd is None:
+        dockerd = self.dockerd or shutil.which("dockerd") or "/usr/sbin/dockerd"
+        if not Path(dockerd).is_file():
             raise EngineUnavailable(
                 "dockerd is not installed. Install the Debian package docker.io "
                 "(scripts/run-tests does it when run as root: `sudo scripts/run-tests`), "

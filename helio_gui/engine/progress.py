@@ -51,6 +51,7 @@ class PullProgress:
     layers: dict[str, _Layer] = field(default_factory=dict)
     last_fraction: float = 0.0
     status: str = ""
+    started: bool = False
 
     def feed(self, event: dict) -> str | None:
         """Take one event; return an error message if the event reports a failure."""
@@ -63,6 +64,8 @@ class PullProgress:
         if not layer_id or status.startswith(("Pulling from", "Digest", "Status")):
             return None
         layer = self.layers.setdefault(str(layer_id), _Layer())
+        if status in ("Downloading", "Extracting", "Download complete", "Pull complete"):
+            self.started = True
         detail = event.get("progressDetail") or {}
         total = detail.get("total")
         current = detail.get("current")
@@ -88,8 +91,11 @@ class PullProgress:
         return None
 
     def fraction(self) -> float | None:
-        """Bytes-weighted fraction 0..1 over all layers seen, or None before any layer."""
-        if not self.layers:
+        """Bytes-weighted fraction 0..1 over all layers seen, or None before any transfer.
+
+        The engine announces every layer before transferring any, so nothing is reported
+        until the first transfer: the layer set is complete by then."""
+        if not self.layers or not self.started:
             return None
         known = [l.total for l in self.layers.values() if l.total]
         mean = (sum(known) / len(known)) if known else 1.0

@@ -6,6 +6,7 @@ import io
 import json
 import os
 
+import docker.errors
 import pytest
 
 from helio_gui import RUNTIME_API_VERSION
@@ -35,6 +36,11 @@ def _labels(version: str, api: str) -> str:
 
 def build_fake_runtime(client, base: str, tag: str, version: str, *, healthy: bool = True,
                        labelled: bool = True, api: str = RUNTIME_API_VERSION) -> str:
+    try:
+        client.images.get(tag)
+        return tag  # built already (prune tests may remove some: they are rebuilt on demand)
+    except docker.errors.ImageNotFound:
+        pass
     dockerfile = _FAKE_RUNTIME.format(base=base, api=api, labels=_labels(version, api) if labelled else
                                       f"ENV RUNTIME_VERSION={version}")
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none",
@@ -42,7 +48,7 @@ def build_fake_runtime(client, base: str, tag: str, version: str, *, healthy: bo
     return tag
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def fake_images(docker_client, busybox_image) -> dict[str, str]:
     """Tags of small runtime images: v1, v2 (healthy), broken (health never ok), unlabelled, api2."""
     return {

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -233,6 +234,15 @@ class Template(Tool):
         return ToolResult(c.name, ok, None if ok else c.defect, meas, tuple(regions))
 
 
+@dataclass(frozen=True)
+class Code:
+    """One decoded code: text, format name, corner points (in the image it was read from)."""
+
+    text: str
+    format: str
+    points: tuple[tuple[float, float], ...]
+
+
 @register_tool("barcode")
 class Barcode(Tool):
     cfg: BarcodeTool
@@ -248,22 +258,47 @@ class Barcode(Tool):
             self.formats = f if self.formats is None else (self.formats | f)
         self.pattern = re.compile(cfg.expected) if cfg.expected else None
 
-    def decode(self, bgr: np.ndarray) -> list:
-        """All codes zxing-cpp finds in an image."""
-        kwargs = {"try_rotate": True, "try_downscale": True}
+    def _read(self, img: np.ndarray, binarizer=None, scale: float = 1.0) -> list[Code]:
+        kwargs = {"try_rotate": True, "try_downscale": True, "try_invert": True}
         if self.formats is not None:
             kwargs["formats"] = self.formats
-        if self.cfg.try_harder:
-            kwargs["try_invert"] = True
-        try:
-            return list(self.zx.read_barcodes(bgr, **kwargs))
-        except TypeError:  # older zxing-cpp without some options
-            return list(self.zx.read_barcodes(bgr))
+        if binarizer is not None:
+            kwargs["binarizer"] = binarizer
+        out = []
+        for r in self.zx.read_barcodes(img, **kwargs):
+            if not getattr(r, "valid", True):
+                continue
+            p = r.position
+            pts = tuple((q.x / scale, q.y / scale) for q in (p.top_left, p.top_right, p.bottom_right, p.bottom_left))
+            out.append(Code(r.text, str(r.format).split(".")[-1], pts))
+        return out
+
+    def decode(self, bgr: np.ndarray, accept: Callable[[list[Code]], bool] | None = None) -> list[Code]:
+        """Codes zxing-cpp finds in an image. With `try_harder`, when the first pass finds
+        nothing `accept`able, a few cheap variants follow (unsharp mask, half size, a global
+        histogram binarizer): on real photos each rescues codes the others miss."""
+        accept = accept or bool
+        found = self._read(bgr)
+        if accept(found) or not self.cfg.try_harder:
+            return found
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY) if bgr.ndim == 3 else bgr
+        variants = (
+            lambda: self._read(cv2.addWeighted(gray, 1.8, cv2.GaussianBlur(gray, (0, 0), 3), -0.8, 0)),
+            lambda: self._read(cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), scale=0.5),
+            lambda: self._read(gray, self.zx.Binarizer.GlobalHistogram),
+        )
+        for variant in variants:
+            more = variant()
+            if accept(more):
+                return more
+            found = found or more
+        return found
 
     def run(self, image, anchor):
         c = self.cfg
         x1, y1, x2, y2 = box = self.roi(image, anchor)
-        codes = [r for r in self.decode(image[y1:y2, x1:x2]) if getattr(r, "valid", True)]
+        want = (lambda rs: any(self.pattern.fullmatch(r.text) for r in rs)) if self.pattern else None
+        codes = self.decode(image[y1:y2, x1:x2], want)
         texts = [r.text for r in codes]
         good = [t for t in texts if self.pattern is None or self.pattern.fullmatch(t)]
         if len(codes) < c.min_codes:
@@ -274,10 +309,8 @@ class Barcode(Tool):
             ok, defect = True, None
         regions = [_box_region(box, c.name, ok, c.name)]
         for r in codes[:10]:
-            p = r.position
-            pts = [(p.top_left.x + x1, p.top_left.y + y1), (p.top_right.x + x1, p.top_right.y + y1),
-                   (p.bottom_right.x + x1, p.bottom_right.y + y1), (p.bottom_left.x + x1, p.bottom_left.y + y1)]
+            pts = [(x + x1, y + y1) for x, y in r.points]
             regions.append(_poly_region(pts, r.text[:32], ok, c.name))
         meas = {"codes": len(codes), "code": texts[0] if texts else "",
-                "format": str(codes[0].format).split(".")[-1] if codes else ""}
+                "format": codes[0].format if codes else ""}
         return ToolResult(c.name, ok, defect, meas, tuple(regions))

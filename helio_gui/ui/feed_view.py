@@ -1,0 +1,324 @@
+"""`FeedView`: one live feed — newest frame, Qt-drawn overlays, badges, zoom and pan.
+
+Pattern from pyqtgraph's ImageItem: `set_frame()` only stores the frame and calls `update()`;
+`paintEvent` draws whatever is newest once. The QImage wraps the frame's numpy buffer without a
+copy, and the view keeps the frame object (hence the buffer) alive as long as the QImage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from .theme import COLORS
+
+FROZEN_AFTER_S = 1.0  # no new frame for this long: the feed is flagged, never shown as live
+OVERLAY_HOLD_S = 0.8  # a result's regions stay on the live view this long after its frame
+
+
+def qimage_from_array(arr: np.ndarray) -> QtGui.QImage:
+    """Wraps a C-contiguous (H, W, 3) BGR uint8 or (H, W) gray array in a QImage, zero-copy.
+
+    The QImage does not own the memory: the caller must keep `arr` alive while the QImage
+    (or any shallow copy of it) is in use. Non-contiguous arrays are copied once here.
+    """
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 image, got {arr.dtype}")
+    if arr.ndim == 2:
+        fmt = QtGui.QImage.Format.Format_Grayscale8
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        fmt = QtGui.QImage.Format.Format_BGR888
+    else:
+        raise ValueError(f"expected (H, W) or (H, W, 3) image, got {arr.shape}")
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    h, w = arr.shape[:2]
+    img = QtGui.QImage(arr.data, w, h, arr.strides[0], fmt)
+    img._helio_buffer = arr  # type: ignore[attr-defined]  # keeps the buffer alive with the image
+    return img
+
+
+@dataclass
+class Overlay:
+    """Result data for drawing: plain values from the result JSON."""
+
+    frame_id: int
+    verdict: str
+    regions: list
+    frame_size: tuple[int, int]
+    received: float  # monotonic
+
+
+class FeedView(QtWidgets.QWidget):
+    """Paints the newest frame of one feed. Call `set_frame(frame)` from the GUI thread."""
+
+    frame_painted = QtCore.Signal(int)  # frame id
+    frozen_changed = QtCore.Signal(bool)
+
+    def __init__(self, title: str = "Feed", parent=None):
+        super().__init__(parent)
+        self.setObjectName("FeedView")
+        self.title = title
+        self.setMinimumSize(160, 120)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_AcceptTouchEvents)
+        self.grabGesture(QtCore.Qt.GestureType.PinchGesture)
+        self._frame = None  # the StreamFrame (owns the numpy buffer behind _qimage)
+        self._qimage: QtGui.QImage | None = None
+        self._dirty = False
+        self._overlay: Overlay | None = None
+        self.layers = {"regions": True, "labels": True, "badges": True}
+        self.zoom = 1.0
+        self.pan = QtCore.QPointF(0, 0)
+        self._drag_from: QtCore.QPointF | None = None
+        self.frames_set = 0
+        self.frames_painted = 0
+        self._paint_times: list[float] = []
+        self.last_paint_latency_s = 0.0  # decode finished -> painted, the GUI's own share
+        self.source_latency_ms: float | None = None
+        self.status_text = "connecting…"
+        self.frozen = False
+        self.lost = False
+        self._last_new = 0.0
+        self.watchdog = QtCore.QTimer(self)
+        self.watchdog.setObjectName("FeedWatchdog")
+        self.watchdog.setInterval(200)
+        self.watchdog.timeout.connect(self._check_fresh)
+        self.watchdog.start()
+
+    # -- data in -----------------------------------------------------------------------------
+    def set_frame(self, frame) -> None:
+        """Stores the newest frame and schedules one repaint; never paints here."""
+        if frame is None:
+            return
+        self._frame = frame
+        self._dirty = True
+        self._last_new = time.monotonic()
+        self.frames_set += 1
+        if self.frozen:
+            self._set_frozen(False)
+        self.lost = False
+        self.update()
+
+    def set_overlay(self, result: dict) -> None:
+        """Takes a result JSON; its regions are drawn on the frame with the same id."""
+        size = result.get("frame_size") or (0, 0)
+        self._overlay = Overlay(int(result.get("frame_id", -1)), str(result.get("verdict", "")),
+                                list(result.get("regions") or []), (int(size[0]), int(size[1])),
+                                time.monotonic())
+        self.update()
+
+    def set_status(self, text: str, lost: bool = False) -> None:
+        self.status_text = text
+        self.lost = lost
+        self.update()
+
+    def set_layer(self, name: str, on: bool) -> None:
+        self.layers[name] = on
+        self.update()
+
+    @property
+    def current_frame(self):
+        return self._frame
+
+    @property
+    def current_qimage(self) -> QtGui.QImage | None:
+        return self._qimage
+
+    def painted_fps(self, window_s: float = 2.0) -> float:
+        now = time.monotonic()
+        recent = [t for t in self._paint_times if now - t <= window_s]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(1e-6, recent[-1] - recent[0])
+
+    def frame_age_s(self) -> float | None:
+        return None if self._frame is None else time.monotonic() - self._frame.received
+
+    def _check_fresh(self) -> None:
+        if self._frame is None:
+            return
+        stale = time.monotonic() - self._last_new > FROZEN_AFTER_S
+        if stale != self.frozen:
+            self._set_frozen(stale)
+        if self.frozen:
+            self.update()  # the age badge keeps counting
+
+    def _set_frozen(self, on: bool) -> None:
+        self.frozen = on
+        self.frozen_changed.emit(on)
+        self.update()
+
+    def shutdown(self) -> None:
+        self.watchdog.stop()
+
+    # -- geometry ----------------------------------------------------------------------------
+    def _image_rect(self) -> QtCore.QRectF:
+        if self._frame is None:
+            return QtCore.QRectF()
+        h, w = self._frame.image.shape[:2]
+        scale = min(self.width() / w, self.height() / h) * self.zoom
+        dw, dh = w * scale, h * scale
+        x = (self.width() - dw) / 2 + self.pan.x()
+        y = (self.height() - dh) / 2 + self.pan.y()
+        return QtCore.QRectF(x, y, dw, dh)
+
+    def zoom_at(self, factor: float, pos: QtCore.QPointF) -> None:
+        """Zooms by `factor` keeping the image point under `pos` fixed."""
+        new_zoom = max(1.0, min(12.0, self.zoom * factor))
+        factor = new_zoom / self.zoom
+        center = QtCore.QPointF(self.width() / 2, self.height() / 2)
+        self.pan = (self.pan - (pos - center)) * factor + (pos - center)
+        self.zoom = new_zoom
+        if self.zoom == 1.0:
+            self.pan = QtCore.QPointF(0, 0)
+        self.update()
+
+    def reset_view(self) -> None:
+        self.zoom, self.pan = 1.0, QtCore.QPointF(0, 0)
+        self.update()
+
+    def wheelEvent(self, ev: QtGui.QWheelEvent) -> None:
+        self.zoom_at(1.0015 ** ev.angleDelta().y(), ev.position())
+        ev.accept()
+
+    def mousePressEvent(self, ev):
+        if ev.button() == QtCore.Qt.MouseButton.LeftButton:
+            self._drag_from = ev.position()
+
+    def mouseMoveEvent(self, ev):
+        if self._drag_from is not None and self.zoom > 1.0:
+            self.pan += ev.position() - self._drag_from
+            self._drag_from = ev.position()
+            self.update()
+
+    def mouseReleaseEvent(self, ev):
+        self._drag_from = None
+
+    def mouseDoubleClickEvent(self, ev):
+        self.reset_view()
+
+    def event(self, ev):
+        if ev.type() == QtCore.QEvent.Type.Gesture:
+            pinch = ev.gesture(QtCore.Qt.GestureType.PinchGesture)
+            if pinch is not None:
+                self.zoom_at(pinch.scaleFactor(), self.mapFromGlobal(pinch.centerPoint().toPoint()).toPointF())
+                ev.accept()
+                return True
+        return super().event(ev)
+
+    # -- painting ----------------------------------------------------------------------------
+    def paintEvent(self, ev) -> None:
+        p = QtGui.QPainter(self)
+        p.fillRect(self.rect(), QtGui.QColor(COLORS["feed_bg"]))
+        frame = self._frame
+        if frame is not None:
+            if self._dirty or self._qimage is None:
+                # Wrap, don't copy: the frame keeps the buffer alive as long as we hold it.
+                self._qimage = qimage_from_array(frame.image)
+                self._dirty = False
+                self.frames_painted += 1
+                now = time.monotonic()
+                self._paint_times.append(now)
+                if len(self._paint_times) > 240:
+                    del self._paint_times[:120]
+                self.last_paint_latency_s = now - frame.decoded
+                self.frame_painted.emit(frame.frame_id)
+            rect = self._image_rect()
+            p.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform, self.zoom < 2.0)
+            p.drawImage(rect, self._qimage)
+            if self.frozen or self.lost:
+                p.fillRect(rect, QtGui.QColor(0, 0, 0, 150))  # dimmed: visibly not live
+            elif self.layers["regions"]:
+                self._paint_overlay(p, rect, frame)
+        self._paint_badges(p, frame)
+        p.end()
+
+    def _paint_overlay(self, p: QtGui.QPainter, rect: QtCore.QRectF, frame) -> None:
+        ov = self._overlay
+        if ov is None or frame.frame_id < ov.frame_id:
+            return
+        # Exact frame match, or the part's frames that follow closely (the part moves little).
+        if frame.frame_id != ov.frame_id and time.monotonic() - ov.received > OVERLAY_HOLD_S:
+            return
+        fw, fh = ov.frame_size if ov.frame_size[0] else frame.image.shape[1::-1]
+        sx, sy = rect.width() / fw, rect.height() / fh
+        font = p.font()
+        font.setPixelSize(max(12, int(14 * min(2.0, self.zoom))))
+        font.setBold(True)
+        p.setFont(font)
+        for reg in ov.regions:
+            ok = bool(reg.get("ok", True))
+            color = QtGui.QColor(COLORS["pass"] if ok else COLORS["fail"])
+            pen = QtGui.QPen(color, 3)
+            pen.setCosmetic(True)
+            p.setPen(pen)
+            p.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+            pts = [QtCore.QPointF(rect.x() + x * sx, rect.y() + y * sy) for x, y in reg.get("points", [])]
+            if not pts:
+                continue
+            if reg.get("kind") == "box" and len(pts) >= 2:
+                p.drawRect(QtCore.QRectF(pts[0], pts[1]).normalized())
+            else:
+                p.drawPolygon(QtGui.QPolygonF(pts))
+            label = reg.get("label") or ""
+            if label and self.layers["labels"]:
+                top = min(pts, key=lambda q: q.y())
+                fm = p.fontMetrics()
+                tr = QtCore.QRectF(top.x(), top.y() - fm.height() - 4, fm.horizontalAdvance(label) + 10, fm.height() + 4)
+                p.fillRect(tr, color)
+                p.setPen(QtGui.QColor("#000000"))
+                p.drawText(tr, QtCore.Qt.AlignmentFlag.AlignCenter, label)
+
+    def _paint_badges(self, p: QtGui.QPainter, frame) -> None:
+        font = p.font()
+        font.setPixelSize(15)
+        font.setBold(True)
+        p.setFont(font)
+        fm = p.fontMetrics()
+        # title top-left
+        p.setPen(QtGui.QColor(COLORS["text"]))
+        p.drawText(QtCore.QPointF(12, 12 + fm.ascent()), self.title)
+        if frame is None:
+            p.setPen(QtGui.QColor(COLORS["muted"]))
+            f2 = p.font()
+            f2.setPixelSize(22)
+            p.setFont(f2)
+            p.drawText(self.rect(), QtCore.Qt.AlignmentFlag.AlignCenter, f"NO VIDEO\n{self.status_text}")
+            return
+        if self.frozen or self.lost:
+            age = self.frame_age_s() or 0.0
+            word = "FEED LOST" if self.lost else "FEED FROZEN"
+            text = f"{word}\nlast frame {age:.1f} s ago\n{self.status_text if self.lost else ''}".strip()
+            f2 = p.font()
+            f2.setPixelSize(30)
+            p.setFont(f2)
+            box = QtCore.QRectF(self.rect()).adjusted(40, 0, -40, 0)
+            br = p.boundingRect(box, QtCore.Qt.AlignmentFlag.AlignCenter, text).adjusted(-24, -14, 24, 14)
+            p.fillRect(br, QtGui.QColor(COLORS["fail"]))
+            p.setPen(QtGui.QColor("#ffffff"))
+            p.drawText(box, QtCore.Qt.AlignmentFlag.AlignCenter, text)
+            p.setFont(font)
+        if not self.layers["badges"]:
+            return
+        age = self.frame_age_s() or 0.0
+        lat = f"{self.source_latency_ms:.0f} ms" if self.source_latency_ms is not None else "–"
+        badges = [("LIVE" if not (self.frozen or self.lost) else "STALE", not (self.frozen or self.lost)),
+                  (f"{self.painted_fps():.0f} fps", True), (f"lat {lat}", True),
+                  (f"age {age * 1000:.0f} ms" if age < 10 else f"age {age:.0f} s", age < FROZEN_AFTER_S)]
+        if self.zoom > 1.0:
+            badges.append((f"{self.zoom:.1f}×", True))
+        x = self.width() - 10
+        for text, good in reversed(badges):
+            w = fm.horizontalAdvance(text) + 16
+            x -= w
+            r = QtCore.QRectF(x, 10, w, fm.height() + 8)
+            p.setPen(QtCore.Qt.PenStyle.NoPen)
+            p.setBrush(QtGui.QColor(0, 0, 0, 170) if good else QtGui.QColor(COLORS["fail"]))
+            p.drawRoundedRect(r, 4, 4)
+            p.setPen(QtGui.QColor(COLORS["pass"] if text == "LIVE" else "#ffffff"))
+            p.drawText(r, QtCore.Qt.AlignmentFlag.AlignCenter, text)
+            x -= 6

@@ -1,0 +1,103 @@
+"""Live view: 1-4 feeds, the last part's verdict, overlay layers."""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtWidgets
+
+from .feed_view import FeedView
+from .presenter import RuntimePresenter
+from .widgets import Card, VerdictBanner
+
+
+class LivePanel(QtWidgets.QWidget):
+    def __init__(self, presenters: list[RuntimePresenter], parent=None):
+        super().__init__(parent)
+        self.presenters = presenters
+        self.feeds: list[FeedView] = []
+        outer = QtWidgets.QHBoxLayout(self)
+        outer.setContentsMargins(12, 12, 12, 12)
+        outer.setSpacing(12)
+        grid_host = QtWidgets.QWidget()
+        grid = QtWidgets.QGridLayout(grid_host)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(8)
+        cols = 1 if len(presenters) == 1 else 2
+        for i, pres in enumerate(presenters[:4]):
+            view = FeedView(pres.name)
+            self.feeds.append(view)
+            grid.addWidget(view, i // cols, i % cols)
+            pres.frame_ready.connect(lambda p=pres, v=view: v.set_frame(p.take_frame()))
+            pres.result_received.connect(view.set_overlay)
+            pres.stream_changed.connect(lambda s, r, v=view: self._stream_state(v, s, r))
+            pres.status_changed.connect(lambda st, v=view: self._status(v, st))
+        outer.addWidget(grid_host, 1)
+
+        side = QtWidgets.QVBoxLayout()
+        side.setSpacing(12)
+        self.banner = VerdictBanner()
+        self.banner.setMinimumWidth(300)
+        side.addWidget(self.banner)
+        info = Card("Last part")
+        self.part_info = QtWidgets.QLabel("No part inspected yet")
+        self.part_info.setWordWrap(True)
+        self.part_info.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop)
+        info.add(self.part_info)
+        side.addWidget(info, 1)
+        counts = Card("This shift")
+        self.counts = QtWidgets.QLabel("–")
+        self.counts.setStyleSheet("font-size: 20px; font-weight: 600;")
+        counts.add(self.counts)
+        side.addWidget(counts)
+        layers = Card("Overlay layers")
+        self.layer_boxes = {}
+        for key, text in (("regions", "Regions && measurements"), ("labels", "Labels"), ("badges", "fps / latency / age")):
+            cb = QtWidgets.QCheckBox(text)
+            cb.setChecked(True)
+            cb.toggled.connect(lambda on, k=key: [f.set_layer(k, on) for f in self.feeds])
+            layers.add(cb)
+            self.layer_boxes[key] = cb
+        hint = QtWidgets.QLabel("Wheel or pinch to zoom, drag to pan, double-tap to reset")
+        hint.setProperty("role", "muted")
+        hint.setWordWrap(True)
+        layers.add(hint)
+        side.addWidget(layers)
+        side_host = QtWidgets.QWidget()
+        side_host.setLayout(side)
+        side_host.setFixedWidth(340)
+        outer.addWidget(side_host)
+        if presenters:
+            presenters[0].result_received.connect(self.show_result)
+            presenters[0].stats_changed.connect(self.show_counts)
+
+    def _stream_state(self, view: FeedView, state: str, reason: str) -> None:
+        if state == "live":
+            view.set_status("live", lost=False)
+        elif state in ("reconnecting", "stopped"):
+            view.set_status(reason or state, lost=True)
+
+    def _status(self, view: FeedView, st: dict) -> None:
+        lat = (st.get("latency_ms") or {}).get("p50")
+        view.source_latency_ms = float(lat) if isinstance(lat, (int, float)) else None
+        src = st.get("source") or {}
+        if src.get("state") and src.get("state") != "live":
+            view.set_status(f"camera {src.get('state')}: {src.get('reason') or ''}".strip(), lost=True)
+
+    def show_result(self, r: dict) -> None:
+        defects = ", ".join(r.get("defects") or []) or "none"
+        self.banner.set_verdict(r.get("verdict", ""), f"part #{r.get('id', '?')}")
+        meas = r.get("measurements") or {}
+        lines = [f"<b>Part #{r.get('id')}</b> · frame {r.get('frame_id')}", f"Defects: <b>{defects}</b>"]
+        for k, v in list(meas.items())[:8]:
+            lines.append(f"{k}: <b>{v:.2f}</b>" if isinstance(v, float) else f"{k}: <b>{v}</b>")
+        self.part_info.setText("<br>".join(lines))
+
+    def show_counts(self, s: dict) -> None:
+        y = s.get("yield")
+        ytxt = f"{y * 100:.1f} %" if isinstance(y, (int, float)) else "–"
+        self.counts.setText(f"Total {s.get('total', 0)}   ·   Yield {ytxt}\n"
+                            f"<span>PASS {s.get('pass', 0)}   FAIL {s.get('fail', 0)}</span>")
+        self.counts.setText(f"Total {s.get('total', 0)}  ·  Yield {ytxt}\nPASS {s.get('pass', 0)}  ·  FAIL {s.get('fail', 0)}")
+
+    def shutdown(self) -> None:
+        for f in self.feeds:
+            f.shutdown()

@@ -1,0 +1,255 @@
+"""The main window: status strip, alarm banner, navigation, and the four screens."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from .alarms import AlarmBanner, AlarmModel, DefectRateWindow
+from .config import GuiConfig, log_dir
+from .control import RuntimeControlPanel
+from .live import LivePanel
+from .presenter import RuntimePresenter
+from .roles import PinDialog, RoleModel
+from .settings import SettingsPanel
+from .stats import StatsPanel
+from .theme import COLORS
+from .workers import TaskRunner
+
+SCREENS = ("live", "stats", "runtime", "settings")
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, runtimes: list[tuple[str, str, str]], backend=None, config: GuiConfig | None = None,
+                 kiosk: bool = False, mode_text: str = "", parent=None):
+        """`runtimes`: (name, base_url, token) per feed (1-4); `backend` controls the first one."""
+        super().__init__(parent)
+        self.setObjectName("MainWindow")
+        self.setWindowTitle("HelioVision Operator")
+        self.config = config or GuiConfig()
+        self.kiosk = kiosk
+        self.backend = backend
+        self._closing_allowed = not kiosk
+        self.runner = TaskRunner(self)
+        self.presenters = [RuntimePresenter(self.runner, url, token, name, parent=self)
+                           for name, url, token in runtimes[:4]]
+        self.presenter = self.presenters[0]
+        self.roles = RoleModel(self.config.engineer_pin_sha256, self.config.auto_lock_s, self)
+        QtWidgets.QApplication.instance().installEventFilter(self.roles)
+        self.alarms = AlarmModel(log_dir() / "alarms.log", self)
+        self.defect_window = DefectRateWindow(self.config.alarms.window_parts)
+
+        central = QtWidgets.QWidget()
+        root = QtWidgets.QVBoxLayout(central)
+        root.setContentsMargins(0, 0, 0, 0)
+        root.setSpacing(0)
+        root.addWidget(self._build_strip(mode_text))
+        self.banner = AlarmBanner(self.alarms)
+        self.banner.acknowledge_clicked.connect(lambda: self.alarms.acknowledge_all(self.roles.role))
+        root.addWidget(self.banner)
+        body = QtWidgets.QHBoxLayout()
+        body.setSpacing(0)
+        nav = QtWidgets.QWidget()
+        nav.setObjectName("NavBar")
+        nav.setFixedWidth(190 if not kiosk else 230)
+        nlay = QtWidgets.QVBoxLayout(nav)
+        nlay.setContentsMargins(0, 8, 0, 8)
+        nlay.setSpacing(2)
+        self.stack = QtWidgets.QStackedWidget()
+        self.live = LivePanel(self.presenters)
+        self.stats = StatsPanel(self.presenter, self.runner, self.roles)
+        self.control = RuntimeControlPanel(backend, self.runner, self.roles, self.presenter) if backend else None
+        self.settings = SettingsPanel(self.presenter, self.runner, self.roles, self.config, backend,
+                                      alarm_config_changed=self._alarm_config_changed)
+        self.nav_buttons: dict[str, QtWidgets.QPushButton] = {}
+        group = QtWidgets.QButtonGroup(self)
+        panels = [("live", "▶  Live", self.live), ("stats", "▦  Statistics", self.stats)]
+        if self.control is not None:
+            panels.append(("runtime", "⚙  Runtime", self.control))
+        panels.append(("settings", "☰  Settings", self.settings))
+        for key, text, panel in panels:
+            b = QtWidgets.QPushButton(text)
+            b.setProperty("kind", "nav")
+            b.setCheckable(True)
+            group.addButton(b)
+            idx = self.stack.addWidget(panel)
+            b.clicked.connect(lambda _=False, i=idx: self.stack.setCurrentIndex(i))
+            nlay.addWidget(b)
+            self.nav_buttons[key] = b
+        self.nav_buttons["live"].setChecked(True)
+        nlay.addStretch(1)
+        self.btn_exit = QtWidgets.QPushButton("Exit")
+        self.btn_exit.clicked.connect(self._exit_clicked)
+        nlay.addWidget(self.btn_exit)
+        body.addWidget(nav)
+        body.addWidget(self.stack, 1)
+        root.addLayout(body, 1)
+        self.setCentralWidget(central)
+
+        self.down_timer = QtCore.QTimer(self)
+        self.down_timer.setObjectName("RuntimeDownTimer")
+        self.down_timer.setSingleShot(True)
+        self.down_timer.timeout.connect(self._runtime_down)
+        for p in self.presenters:
+            p.connection_changed.connect(lambda s, m, p=p: self._connection(p, s, m))
+            p.status_changed.connect(lambda st, p=p: self._source_alarm(p, st))
+        self.presenter.result_received.connect(self._rate_alarm)
+        for f in self.live.feeds:
+            f.frozen_changed.connect(lambda on, f=f: self._frozen_alarm(f, on))
+        self.roles.role_changed.connect(self._role_changed)
+        self._role_changed(self.roles.role)
+        self.down_timer.start(int(self.config.alarms.runtime_down_s * 1000))  # until first connect
+        if kiosk:
+            self.setWindowFlag(QtCore.Qt.WindowType.FramelessWindowHint, True)
+            self.setWindowFlag(QtCore.Qt.WindowType.WindowCloseButtonHint, False)
+
+    def start(self) -> None:
+        for p in self.presenters:
+            p.start()
+
+    def show_screen(self, key: str) -> None:
+        b = self.nav_buttons.get(key)
+        if b is None:
+            raise ValueError(f"no screen {key!r}; choose one of {', '.join(self.nav_buttons)}")
+        b.click()
+
+    # -- strip -------------------------------------------------------------------------------
+    def _build_strip(self, mode_text: str) -> QtWidgets.QWidget:
+        strip = QtWidgets.QWidget()
+        strip.setObjectName("StatusStrip")
+        strip.setFixedHeight(64 if not self.kiosk else 80)
+        lay = QtWidgets.QHBoxLayout(strip)
+        lay.setContentsMargins(16, 6, 12, 6)
+        title = QtWidgets.QLabel("HelioVision <span style='color:#388bfd'>Operator</span>")
+        title.setStyleSheet("font-size: 22px; font-weight: 700;")
+        lay.addWidget(title)
+        lay.addSpacing(24)
+        self.conn_dot = QtWidgets.QLabel("●")
+        self.conn_label = QtWidgets.QLabel("connecting…")
+        self.conn_label.setStyleSheet("font-size: 16px;")
+        lay.addWidget(self.conn_dot)
+        lay.addWidget(self.conn_label, 1)
+        self.mode_label = QtWidgets.QLabel(mode_text)
+        self.mode_label.setProperty("role", "muted")
+        lay.addWidget(self.mode_label)
+        lay.addSpacing(12)
+        self.role_button = QtWidgets.QPushButton()
+        self.role_button.setMinimumWidth(190)
+        self.role_button.clicked.connect(self._role_clicked)
+        lay.addWidget(self.role_button)
+        self.clock = QtWidgets.QLabel()
+        self.clock.setStyleSheet("font-size: 20px; font-weight: 600; padding-left: 12px;")
+        lay.addWidget(self.clock)
+        self.clock_timer = QtCore.QTimer(self)
+        self.clock_timer.setObjectName("ClockTimer")
+        self.clock_timer.timeout.connect(lambda: self.clock.setText(time.strftime("%H:%M:%S")))
+        self.clock_timer.start(1000)
+        self.clock.setText(time.strftime("%H:%M:%S"))
+        self._set_conn("connecting", "connecting to the runtime…")
+        return strip
+
+    def _set_conn(self, state: str, message: str) -> None:
+        color = {"connected": COLORS["pass"], "reconnecting": COLORS["fail"]}.get(state, COLORS["warn"])
+        self.conn_dot.setStyleSheet(f"color: {color}; font-size: 22px;")
+        self.conn_label.setText(message)
+
+    # -- roles -------------------------------------------------------------------------------
+    def _role_clicked(self) -> None:
+        if self.roles.is_engineer:
+            self.roles.lock()
+            return
+        dlg = PinDialog(self)
+        self.pin_dialog = dlg
+        dlg.accepted.connect(lambda: self._try_pin(dlg.pin()))
+        dlg.open()
+
+    def _try_pin(self, pin: str) -> None:
+        if not self.roles.unlock(pin):
+            QtWidgets.QMessageBox.warning(self, "Engineer unlock", "Wrong PIN.")
+
+    def _role_changed(self, role: str) -> None:
+        eng = role == "engineer"
+        self.role_button.setText("ENGINEER · Lock" if eng else "OPERATOR · Unlock")
+        self.role_button.setProperty("kind", "primary" if eng else "")
+        self.role_button.style().unpolish(self.role_button)
+        self.role_button.style().polish(self.role_button)
+        # In kiosk mode only an engineer may leave; on a desktop anyone may close the window.
+        self.btn_exit.setVisible(eng or not self.kiosk)
+
+    def _exit_clicked(self) -> None:
+        self._closing_allowed = True
+        self.close()
+
+    # -- alarms ------------------------------------------------------------------------------
+    def _connection(self, p: RuntimePresenter, state: str, message: str) -> None:
+        if p is self.presenter:
+            self._set_conn(state, message)
+        if state == "connected":
+            self.down_timer.stop()
+            self.alarms.clear("runtime_down")
+        elif state == "reconnecting" and not self.down_timer.isActive() and "runtime_down" not in self.alarms.alarms:
+            self.down_timer.start(int(self.config.alarms.runtime_down_s * 1000))
+
+    def _runtime_down(self) -> None:
+        if self.presenter.connection != "connected":
+            self.alarms.raise_("runtime_down", f"RUNTIME DOWN — {self.presenter.connection_message}")
+
+    def _source_alarm(self, p: RuntimePresenter, st: dict) -> None:
+        src = st.get("source") or {}
+        state = src.get("state")
+        key = f"camera_lost:{p.name}"
+        if state in ("failed", "reconnecting", "stalled", "ended"):
+            self.alarms.raise_(key, f"CAMERA {state.upper()} on {p.name}: {src.get('reason') or 'no frames'}")
+        elif state == "live":
+            self.alarms.clear(key)
+
+    def _frozen_alarm(self, f, on: bool) -> None:
+        key = f"feed_frozen:{f.title}"
+        if on:
+            self.alarms.raise_(key, f"FEED FROZEN — {f.title}: no new frame for over 1 s")
+        else:
+            self.alarms.clear(key)
+
+    def _rate_alarm(self, r: dict) -> None:
+        a = self.config.alarms
+        self.defect_window.add(int(r.get("id", 0)), r.get("verdict") == "FAIL")
+        w = self.defect_window
+        if w.count >= a.min_parts and w.rate > a.defect_rate_threshold:
+            self.alarms.raise_("defect_rate", f"DEFECT RATE {w.rate * 100:.0f}% over the last {w.count} parts "
+                                              f"(limit {a.defect_rate_threshold * 100:.0f}%)")
+        elif w.rate <= a.defect_rate_threshold * 0.8:
+            self.alarms.clear("defect_rate")  # hysteresis: no flapping right at the limit
+
+    def _alarm_config_changed(self) -> None:
+        old = list(self.defect_window.verdicts)
+        self.defect_window = DefectRateWindow(self.config.alarms.window_parts)
+        self.defect_window.verdicts.extend(old)
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stops every timer, stream thread and worker this window owns (idempotent)."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
+        QtWidgets.QApplication.instance().removeEventFilter(self.roles)
+        self.clock_timer.stop()
+        self.down_timer.stop()
+        self.roles.shutdown()
+        for p in self.presenters:
+            p.shutdown()
+        self.live.shutdown()
+        self.stats.shutdown()
+        if self.control is not None:
+            self.control.shutdown()
+        self.settings.shutdown()
+        self.runner.shutdown()
+        if self.backend is not None:
+            self.backend.shutdown()
+
+    def closeEvent(self, ev: QtGui.QCloseEvent) -> None:
+        if self.kiosk and not self._closing_allowed:
+            ev.ignore()  # kiosk: no way out but the engineer's Exit button
+            return
+        self.shutdown()
+        ev.accept()

@@ -1,0 +1,96 @@
+"""Small shared widgets: cards, big numbers, the PASS/FAIL banner."""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtWidgets
+
+from .theme import COLORS
+
+
+class Card(QtWidgets.QFrame):
+    def __init__(self, title: str = "", parent=None):
+        super().__init__(parent)
+        self.setProperty("role", "card")
+        self.layout_ = QtWidgets.QVBoxLayout(self)
+        self.layout_.setContentsMargins(16, 12, 16, 12)
+        self.layout_.setSpacing(8)
+        if title:
+            t = QtWidgets.QLabel(title.upper())
+            t.setProperty("role", "biglabel")
+            t.setSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Fixed)
+            self.layout_.addWidget(t)
+
+    def add(self, w, stretch: int = 0):
+        self.layout_.addWidget(w, stretch)
+        return w
+
+
+class BigNumber(Card):
+    def __init__(self, title: str, value: str = "–", parent=None):
+        super().__init__(title, parent)
+        self.value = QtWidgets.QLabel(value)
+        self.value.setProperty("role", "bignum")
+        self.add(self.value)
+
+    def set(self, text: str, color: str | None = None) -> None:
+        self.value.setText(text)
+        self.value.setStyleSheet(f"color: {color};" if color else "")
+
+
+class VerdictBanner(QtWidgets.QLabel):
+    """The last part's verdict, as large as the space allows: green PASS, red FAIL."""
+
+    def __init__(self, parent=None):
+        super().__init__("WAITING", parent)
+        self.setObjectName("VerdictBanner")
+        self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumHeight(120)
+        self.verdict = ""
+        self.set_verdict("")
+
+    def set_verdict(self, verdict: str, detail: str = "") -> None:
+        self.verdict = verdict
+        if verdict == "PASS":
+            bg, fg, text = COLORS["pass"], "#04210f", "PASS"
+        elif verdict == "FAIL":
+            bg, fg, text = COLORS["fail"], "#ffffff", "FAIL"
+        else:
+            bg, fg, text = "#27303a", COLORS["muted"], verdict or "WAITING"
+        self.setText(text + (f"\n{detail}" if detail else ""))
+        big = 64 if not detail else 56
+        self.setStyleSheet(f"QLabel#VerdictBanner {{ background: {bg}; color: {fg}; border-radius: 10px;"
+                           f" font-size: {big}px; font-weight: 800; padding: 8px; }}")
+
+
+def confirm(parent, title: str, text: str, ok_text: str) -> bool:
+    """A touch-friendly confirmation for destructive actions."""
+    box = QtWidgets.QMessageBox(parent)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+    box.setWindowTitle(title)
+    box.setText(text)
+    ok = box.addButton(ok_text, QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+    box.addButton("Cancel", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+    for b in box.buttons():
+        b.setMinimumSize(140, 56)
+    box.exec()
+    return box.clickedButton() is ok
+
+
+def fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = int(s)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return "–"

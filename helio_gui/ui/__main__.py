@@ -94,7 +94,7 @@ def main(argv=None) -> int:
                 raise ValueError("no runtime profile: give --profile FILE (or set profile_path in the settings file)")
             profile = RuntimeProfile.load(path)
             engine = connect()
-            backend = DockerBackend(profile, engine)
+            backend = DockerBackend(profile, engine, profile_path=path)
             runtimes = [("Feed 1", profile.base_url, profile.token or "")]
             mode_text = f"Docker · profile {profile.name}"
         except Exception as exc:  # noqa: BLE001 - shown to the person with what to do

@@ -107,8 +107,9 @@ class DockerBackend:
     kind = "docker"
     can_update = True
 
-    def __init__(self, profile, engine=None, base_url: str | None = None):
+    def __init__(self, profile, engine=None, base_url: str | None = None, profile_path: str | None = None):
         self.profile = profile
+        self.profile_path = profile_path
         self._engine = engine
         self._engine_url = base_url
         self._lock = threading.Lock()
@@ -174,7 +175,7 @@ class DockerBackend:
             if not Path(value).is_file():
                 raise ControlError(f"{value} is not a file; choose an image tar saved with `docker save`.")
             loaded = eng.load_image(value, progress=prog, cancel=cancel)
-            ref = loaded if isinstance(loaded, str) else (loaded[0] if loaded else None)
+            ref = loaded[0] if loaded else None
             if not ref:
                 raise ControlError(f"{value} held no tagged image.")
         elif source_kind == "build":
@@ -186,11 +187,24 @@ class DockerBackend:
         else:
             raise ControlError(f"unknown update source {source_kind!r}")
         report = eng.update(self.profile, ref, progress=prog, cancel=cancel)
+        self._adopt(report)
         return _report_text(report, f"update to {ref}")
 
     def rollback(self, progress=None, cancel=None) -> str:
         report = self.engine().rollback(self.profile, progress=self._adapt(progress))
+        self._adopt(report)
         return _report_text(report, "rollback")
+
+    def _adopt(self, report) -> None:
+        # The report carries the profile now in force (new image): keep it, and save it if we can.
+        new = getattr(report, "profile", None)
+        if new is not None:
+            self.profile = new
+            if self.profile_path:
+                try:
+                    new.save(self.profile_path)
+                except OSError:
+                    pass
 
     def logs(self, stop: threading.Event, tail: int = 300) -> Iterator[str]:
         # Log streams end silently on read timeouts: re-attach until asked to stop.
@@ -216,17 +230,9 @@ class DockerBackend:
 
 
 def _report_text(report, what: str) -> str:
-    steps = getattr(report, "steps", []) or []
-    lines = []
-    for s in steps:
-        name = getattr(s, "name", None) or getattr(s, "stage", None) or str(s)
-        outcome = getattr(s, "outcome", None) or getattr(s, "status", "")
-        lines.append(f"  {name}: {outcome}")
-    ok = getattr(report, "success", False)
-    head = f"{what}: {'succeeded' if ok else 'FAILED'}" + (" (rolled back)" if getattr(report, "rolled_back", False) else "")
-    if not ok and getattr(report, "error", None):
-        head += f" — {report.error}"
-    text = "\n".join([head] + lines)
-    if not ok:
+    """The engine's step-by-step report as text; a failed report raises with the same text."""
+    text = report.summary() if hasattr(report, "summary") else str(report)
+    text = f"{what}: " + text
+    if not getattr(report, "success", False):
         raise ControlError(text)
     return text

@@ -244,8 +244,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.control.shutdown()
         self.settings.shutdown()
         self.runner.shutdown()
-        if self.backend is not None:
-            self.backend.shutdown()
+        # The backend (and an embedded runtime) belongs to whoever made it: main() stops it.
 
     def closeEvent(self, ev: QtGui.QCloseEvent) -> None:
         if self.kiosk and not self._closing_allowed:

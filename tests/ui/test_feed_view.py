@@ -1,0 +1,118 @@
+"""FeedView on real frames: zero-copy wrap, one paint per newest frame, overlays, frozen flag, zoom."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+from PySide6 import QtCore, QtGui
+
+from helio_gui.ui.feed_view import FROZEN_AFTER_S, FeedView, qimage_from_array
+from helio_gui.ui.theme import COLORS
+from tests.ui.conftest import make_frame
+
+
+def _addr(qimg: QtGui.QImage) -> int:
+    return np.frombuffer(qimg.constBits(), np.uint8).ctypes.data
+
+
+def test_qimage_wraps_numpy_without_copy_and_keeps_buffer_alive(qapp, real_frames):
+    arr = np.ascontiguousarray(real_frames[0])
+    arr.flags.writeable = False
+    qimg = qimage_from_array(arr)
+    assert _addr(qimg) == arr.ctypes.data  # same memory: no copy was made
+    b, g, r = (int(v) for v in arr[10, 20])
+    assert qimg.pixelColor(20, 10).getRgb()[:3] == (r, g, b)
+    expected = arr[5, 7].copy()
+    del arr
+    gc.collect()
+    # The QImage holds the array: the pixels are still the frame's, not freed memory.
+    c = qimg.pixelColor(7, 5)
+    assert (c.blue(), c.green(), c.red()) == tuple(int(v) for v in expected)
+
+
+def test_non_contiguous_input_is_copied_once(qapp, real_frames):
+    view = real_frames[0][::2, ::2]
+    qimg = qimage_from_array(view)
+    assert _addr(qimg) != view.ctypes.data
+    assert qimg.width() == view.shape[1]
+
+
+def test_newest_frame_painted_once_per_paint(qtbot, real_frames):
+    view = FeedView("Line 1")
+    qtbot.addWidget(view)
+    view.resize(640, 400)
+    view.show()
+    qtbot.waitExposed(view)
+    painted = []
+    view.frame_painted.connect(painted.append)
+    for i in range(5):  # five frames arrive before the GUI gets to paint
+        view.set_frame(make_frame(real_frames[i], 100 + i))
+    view.grab()
+    assert painted == [104]  # only the newest, once
+    assert _addr(view.current_qimage) == view.current_frame.image.ctypes.data  # painted zero-copy
+    view.grab()
+    assert painted == [104]  # a repaint without a new frame does not count as a frame
+    view.shutdown()
+
+
+def test_overlay_drawn_on_matching_frame_and_toggleable(qtbot, real_frames):
+    view = FeedView("Line 1")
+    qtbot.addWidget(view)
+    h, w = real_frames[0].shape[:2]
+    view.resize(w, h)  # 1:1 so frame pixels map to widget pixels
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_layer("badges", False)
+    view.set_frame(make_frame(real_frames[0], 7))
+    box = [[100, 120], [300, 260]]
+    view.set_overlay({"frame_id": 7, "verdict": "FAIL", "frame_size": [w, h],
+                      "regions": [{"kind": "box", "points": box, "label": "", "ok": False}]})
+    img = view.grab().toImage()
+    edge = img.pixelColor(200, 120)
+    assert edge.name() == QtGui.QColor(COLORS["fail"]).name()
+    view.set_layer("regions", False)
+    img2 = view.grab().toImage()
+    assert img2.pixelColor(200, 120).name() != QtGui.QColor(COLORS["fail"]).name()
+    view.shutdown()
+
+
+def test_frozen_feed_flagged_within_a_second_and_not_shown_live(qtbot, real_frames):
+    view = FeedView("Line 1")
+    qtbot.addWidget(view)
+    view.resize(640, 400)
+    view.show()
+    view.set_frame(make_frame(real_frames[0], 1))
+    t0 = time.monotonic()
+    with qtbot.waitSignal(view.frozen_changed, timeout=3000) as sig:
+        pass
+    assert sig.args == [True] and view.frozen
+    assert time.monotonic() - t0 < FROZEN_AFTER_S + 0.5
+    img = view.grab().toImage()
+    # The red FEED FROZEN plate covers the centre.
+    assert img.pixelColor(320, 200).name() in (QtGui.QColor(COLORS["fail"]).name(), "#ffffff")
+    view.set_frame(make_frame(real_frames[1], 2))
+    assert not view.frozen
+    view.shutdown()
+
+
+def test_zoom_keeps_point_under_cursor_and_pans(qtbot, real_frames):
+    view = FeedView()
+    qtbot.addWidget(view)
+    view.resize(800, 450)
+    view.set_frame(make_frame(real_frames[0], 1))
+    before = view._image_rect()
+    p = QtCore.QPointF(600, 300)
+    fx = (p.x() - before.x()) / before.width()
+    view.zoom_at(2.0, p)
+    after = view._image_rect()
+    assert abs(view.zoom - 2.0) < 1e-6
+    assert abs((p.x() - after.x()) / after.width() - fx) < 1e-3  # same image point under the cursor
+    qtbot.mousePress(view, QtCore.Qt.MouseButton.LeftButton, pos=QtCore.QPoint(400, 200))
+    qtbot.mouseMove(view, QtCore.QPoint(350, 200))
+    qtbot.mouseRelease(view, QtCore.Qt.MouseButton.LeftButton, pos=QtCore.QPoint(350, 200))
+    assert view._image_rect().x() < after.x()
+    qtbot.mouseDClick(view, QtCore.Qt.MouseButton.LeftButton, pos=QtCore.QPoint(10, 10))
+    assert view.zoom == 1.0
+    view.shutdown()

@@ -60,7 +60,7 @@ def build_recipe(text: str, fmt: str, source_name: str, base_dir: Path | None,
     except RecipeError:
         raise
     except Exception as exc:  # e.g. a reference image that cannot be read
-        raise RecipeError([RecipeIssue(source_name, 0, "tools", f"cannot build the inspector: {exc}")]) from exc
+        raise RecipeError([RecipeIssue(source_name, None, "tools", f"cannot build the inspector: {exc}")]) from exc
     trigger = PartTrigger(_trigger_config_for(recipe, source_kind))
     return LoadedRecipe(recipe, text, fmt, base_dir, inspector, trigger)
 
@@ -81,7 +81,7 @@ def load_recipe_file(path: Path, source_kind: str | None = None) -> LoadedRecipe
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         from helio_gui.vision.recipe import RecipeError, RecipeIssue
-        raise RecipeError([RecipeIssue(str(path), 0, "", f"cannot read the recipe file: {exc}")]) from exc
+        raise RecipeError([RecipeIssue(str(path), None, "", f"cannot read the recipe file: {exc}")]) from exc
     return build_recipe(text, _fmt_of(path), str(path), path.resolve().parent, source_kind)
 
 

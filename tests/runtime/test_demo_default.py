@@ -49,3 +49,24 @@ def test_demo_clip_counts_match_its_truth(tmp_path, port):
         assert stats["fail"] == truth["rejects_total"]
         assert stats["defects"] == truth["defects"]
         assert proc.status()["frames_dropped"] == 0  # unpaced: nothing dropped
+
+
+def test_token_sources_in_order(tmp_path, monkeypatch):
+    parser = config.build_parser()
+    monkeypatch.delenv("HELIO_TOKEN", raising=False)
+    monkeypatch.delenv("HELIO_TOKEN_FILE", raising=False)
+    tf = tmp_path / "tok"
+    tf.write_text("from-file\n")
+    assert config.resolve_token(parser.parse_args(["--token", "flag"]), tmp_path) == "flag"
+    assert config.resolve_token(parser.parse_args(["--token-file", str(tf)]), tmp_path) == "from-file"
+    monkeypatch.setenv("HELIO_TOKEN_FILE", str(tf))
+    assert config.resolve_token(parser.parse_args([]), tmp_path) == "from-file"
+    monkeypatch.setenv("HELIO_TOKEN", "env")
+    assert config.resolve_token(parser.parse_args([]), tmp_path) == "env"
+    monkeypatch.delenv("HELIO_TOKEN")
+    monkeypatch.delenv("HELIO_TOKEN_FILE")
+    made = config.resolve_token(parser.parse_args([]), tmp_path)
+    assert (tmp_path / "token").read_text().strip() == made  # generated once, then reused
+    assert config.resolve_token(parser.parse_args([]), tmp_path) == made
+    with pytest.raises(config.ConfigError, match="cannot read the token file"):
+        config.resolve_token(parser.parse_args(["--token-file", str(tmp_path / "missing")]), tmp_path)

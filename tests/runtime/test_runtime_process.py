@@ -126,6 +126,10 @@ def test_ffmpeg_ffprobe_and_opencv_read_the_real_stream(conveyor_runtime):
     finally:
         cap.release()
     assert all(ok for ok, _ in frames) and frames[-1][1].shape == (540, 960, 3)
+    # Every reader above has gone: the runtime frees their viewers within seconds.
+    proc.wait_until(lambda: proc.status()["stream"]["clients"] == 0, 5, "vanished viewers to be freed")
+    stream = proc.status()["stream"]
+    assert 0 < stream["encodes"] <= stream["frames_seen"] * 2  # two variants at most (raw, overlay)
     st = proc.status()
     assert st["source"]["state"] == "live" and st["fps_processed"] > 30
     assert st["latency_ms"]["p95"] is not None and st["recipe"]["name"] == "conveyor-housings"
@@ -176,6 +180,23 @@ def test_bad_recipe_is_refused_and_the_old_one_keeps_running(conveyor_runtime):
     st, body = proc.json("PUT", "/api/recipe", good.encode(), headers={"Content-Type": "application/toml"})
     assert st == 200 and body == {"name": "conveyor-housings", "version": "2"}
     proc.wait_until(lambda: proc.status()["recipe"]["version"] == "2", 5, "the new recipe to run")
+    # A recipe that parses but cannot be built (missing template image) is refused too.
+    missing = good.replace('version = "2"', 'version = "3"') + (
+        '\n[[tools]]\nname = "golden"\ntype = "template"\nreference = "no-such-reference.png"\n')
+    st, body = proc.json("PUT", "/api/recipe", missing.encode(), headers={"Content-Type": "application/toml"})
+    assert st == 422 and "no-such-reference.png" in body["error"], body
+    assert proc.status()["recipe"]["version"] == "2"
+    # YAML works the same way.
+    import tomllib
+
+    import yaml
+    data = tomllib.loads(good)
+    data["version"] = "4"
+    st, body = proc.json("PUT", "/api/recipe", yaml.safe_dump(data).encode(),
+                         headers={"Content-Type": "application/yaml"})
+    assert st == 200 and body["version"] == "4", body
+    assert proc.json("GET", "/api/recipe")[1]["format"] == "yaml"
+    proc.wait_until(lambda: proc.status()["recipe"]["version"] == "4", 5, "the YAML recipe to run")
 
 
 def test_external_trigger_and_shift_counters_survive_restart(tmp_path, port, conveyor_video):

@@ -476,7 +476,6 @@ class Engine:
                     dockerfile: str = "Dockerfile.device", network_mode: str = "host",
                     labels: dict | None = None) -> str:
         """Build `dockerfile` in `context` (honours .dockerignore), streaming the output; return the image id."""
-        from docker.utils.build import process_dockerfile  # noqa: F401 (kept for parity with docker-py)
         from docker import utils
 
         context = Path(context)
@@ -700,6 +699,10 @@ class Engine:
                      progress: ProgressFn | None = None, stage: str = "health") -> tuple[bool, str]:
         """Health gate: Docker health `healthy` (when the image defines one) AND a real frame
         reported by the runtime, within `timeout`. A restarting or exited container fails at once."""
+        with self._doing("waiting for the runtime to be healthy"):
+            return self._wait_healthy(profile, container_id, timeout, cancel, progress, stage)
+
+    def _wait_healthy(self, profile, container_id, timeout, cancel, progress, stage) -> tuple[bool, str]:
         start = time.monotonic()
         deadline = start + timeout
         first = self._container(container_id)

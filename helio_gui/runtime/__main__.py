@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     """The `helio-runtime` entry point; returns the process exit code."""
     from helio_gui.runtime.config import ConfigError, build_parser, config_from_args
 
+    # Until the event loop takes over SIGTERM, a stop request during start-up still exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.validate_recipe:

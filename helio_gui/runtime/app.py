@@ -148,6 +148,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     client = hub.subscribe()
     stopping = request.app[STOPPING]
     sent_up_to = last_id or 0
+    if last_id is not None:
+        newest = await _blocking(runtime.store.last_id)
+        # An id from another database (wiped data dir) would otherwise hide every new result.
+        sent_up_to = min(sent_up_to, newest)
     try:
         await resp.write(b"retry: 1000\n\n")
         if last_id is not None:

@@ -132,6 +132,8 @@ def _run_gui(args, config, runtimes, backend, embedded, mode_text, size) -> int:
         print("helio-gui: --unlock: wrong PIN", file=sys.stderr)
     win.show_screen(args.screen)
     if args.kiosk:
+        # Without a window manager (a bare X server) full screen is only a hint: size it ourselves.
+        win.setGeometry(app.primaryScreen().geometry())
         win.showFullScreen()
     else:
         win.resize(*size)

@@ -10,7 +10,7 @@ from .widgets import Card, VerdictBanner
 
 
 class LivePanel(QtWidgets.QWidget):
-    def __init__(self, presenters: list[RuntimePresenter], parent=None):
+    def __init__(self, presenters: list[RuntimePresenter], side_width: int = 340, parent=None):
         super().__init__(parent)
         self.presenters = presenters
         self.feeds: list[FeedView] = []
@@ -63,7 +63,7 @@ class LivePanel(QtWidgets.QWidget):
         side.addWidget(layers)
         side_host = QtWidgets.QWidget()
         side_host.setLayout(side)
-        side_host.setFixedWidth(340)
+        side_host.setFixedWidth(side_width)
         outer.addWidget(side_host)
         if presenters:
             presenters[0].result_received.connect(self.show_result)

@@ -52,12 +52,12 @@ class MainWindow(QtWidgets.QMainWindow):
         body.setSpacing(0)
         nav = QtWidgets.QWidget()
         nav.setObjectName("NavBar")
-        nav.setFixedWidth(190 if not kiosk else 230)
+        nav.setFixedWidth(190 if not kiosk else 210)
         nlay = QtWidgets.QVBoxLayout(nav)
         nlay.setContentsMargins(0, 8, 0, 8)
         nlay.setSpacing(2)
         self.stack = QtWidgets.QStackedWidget()
-        self.live = LivePanel(self.presenters)
+        self.live = LivePanel(self.presenters, side_width=400 if kiosk else 340)
         self.stats = StatsPanel(self.presenter, self.runner, self.roles)
         self.control = RuntimeControlPanel(backend, self.runner, self.roles, self.presenter) if backend else None
         self.settings = SettingsPanel(self.presenter, self.runner, self.roles, self.config, backend,
@@ -73,7 +73,7 @@ class MainWindow(QtWidgets.QMainWindow):
             b.setProperty("kind", "nav")
             b.setCheckable(True)
             group.addButton(b)
-            idx = self.stack.addWidget(panel)
+            idx = self.stack.addWidget(self._scrollable(panel) if key != "live" else panel)
             b.clicked.connect(lambda _=False, i=idx: self.stack.setCurrentIndex(i))
             nlay.addWidget(b)
             self.nav_buttons[key] = b
@@ -103,6 +103,18 @@ class MainWindow(QtWidgets.QMainWindow):
         if kiosk:
             self.setWindowFlag(QtCore.Qt.WindowType.FramelessWindowHint, True)
             self.setWindowFlag(QtCore.Qt.WindowType.WindowCloseButtonHint, False)
+
+    def _scrollable(self, panel: QtWidgets.QWidget) -> QtWidgets.QScrollArea:
+        # A page never forces the window past the screen: it scrolls instead (by finger in kiosk).
+        area = QtWidgets.QScrollArea()
+        area.setWidgetResizable(True)
+        area.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        area.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        area.setWidget(panel)
+        if self.kiosk:
+            QtWidgets.QScroller.grabGesture(area.viewport(),
+                                            QtWidgets.QScroller.ScrollerGestureType.LeftMouseButtonGesture)
+        return area
 
     def start(self) -> None:
         for p in self.presenters:
@@ -135,7 +147,7 @@ class MainWindow(QtWidgets.QMainWindow):
         lay.addWidget(self.mode_label)
         lay.addSpacing(12)
         self.role_button = QtWidgets.QPushButton()
-        self.role_button.setMinimumWidth(190)
+        self.role_button.setMinimumWidth(190 if not self.kiosk else 250)
         self.role_button.clicked.connect(self._role_clicked)
         lay.addWidget(self.role_button)
         self.clock = QtWidgets.QLabel()
@@ -170,7 +182,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _role_changed(self, role: str) -> None:
         eng = role == "engineer"
-        self.role_button.setText("ENGINEER · Lock" if eng else "OPERATOR · Unlock")
+        self.role_button.setText("Engineer · Lock" if eng else "Operator · Unlock")
         self.role_button.setProperty("kind", "primary" if eng else "")
         self.role_button.style().unpolish(self.role_button)
         self.role_button.style().polish(self.role_button)

@@ -57,7 +57,7 @@ class VerdictBanner(QtWidgets.QLabel):
         else:
             bg, fg, text = "#27303a", COLORS["muted"], verdict or "WAITING"
         self.setText(text + (f"\n{detail}" if detail else ""))
-        big = 64 if not detail else 56
+        big = 56 if verdict in ("PASS", "FAIL") else 40
         self.setStyleSheet(f"QLabel#VerdictBanner {{ background: {bg}; color: {fg}; border-radius: 10px;"
                            f" font-size: {big}px; font-weight: 800; padding: 8px; }}")
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from .recipe import HsvRange, Segmentation
 
+OTSU_MIN_CONTRAST = 40  # grey levels between darkest and brightest pixel for Otsu to split
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2 (exclusive), frame pixels
 
 
@@ -62,7 +63,12 @@ def segment(img: np.ndarray, seg: Segmentation, scale: float = 1.0) -> np.ndarra
         gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
         kind = cv2.THRESH_BINARY if seg.polarity == "bright" else cv2.THRESH_BINARY_INV
         if seg.threshold is None:
-            _, m = cv2.threshold(gray, 0, 255, kind | cv2.THRESH_OTSU)
+            lo, hi = cv2.minMaxLoc(gray)[:2]
+            if hi - lo < OTSU_MIN_CONTRAST:
+                # Otsu always splits, even an empty belt: with no contrast there is no part.
+                m = np.zeros_like(gray)
+            else:
+                _, m = cv2.threshold(gray, 0, 255, kind | cv2.THRESH_OTSU)
         else:
             _, m = cv2.threshold(gray, seg.threshold, 255, kind)
         mask = m if mask is None else (mask | m)

@@ -226,8 +226,12 @@ class Template(Tool):
         regions = [_box_region(box, f"{c.name}: {len(found)} defects", ok, c.name)]
         for cnt, _a in found[:20]:
             bx, by, bw, bh = cv2.boundingRect(cnt)
-            regions.append(_box_region((x1 + int(bx * sx), y1 + int(by * sy),
-                                        x1 + int((bx + bw) * sx), y1 + int((by + bh) * sy)),
+            # The difference is in reference coordinates; the warp maps them into this image's.
+            corners = np.array([[bx, by, 1], [bx + bw, by, 1], [bx, by + bh, 1], [bx + bw, by + bh, 1]],
+                               np.float32) @ warp.T
+            regions.append(_box_region((x1 + int(corners[:, 0].min() * sx), y1 + int(corners[:, 1].min() * sy),
+                                        x1 + int(np.ceil(corners[:, 0].max() * sx)),
+                                        y1 + int(np.ceil(corners[:, 1].max() * sy))),
                                        "defect", False, c.name))
         meas = {"defects": len(found), "defect_area": round(sum(a for _c, a in found) * area_scale, 1),
                 "shift_x": round(float(warp[0, 2]) * sx, 2), "shift_y": round(float(warp[1, 2]) * sy, 2)}
@@ -270,7 +274,7 @@ class Barcode(Tool):
                 continue
             p = r.position
             pts = tuple((q.x / scale, q.y / scale) for q in (p.top_left, p.top_right, p.bottom_right, p.bottom_left))
-            out.append(Code(r.text, str(r.format).split(".")[-1], pts))
+            out.append(Code(r.text, getattr(r.format, "name", str(r.format)), pts))
         return out
 
     def decode(self, bgr: np.ndarray, accept: Callable[[list[Code]], bool] | None = None) -> list[Code]:

@@ -67,21 +67,26 @@ def test_paced_file_runs_at_its_own_rate():
     cap = CaptureThread(f"file:{DEMO}?loop=0")
     cap.start()
     try:
+        first = cap.wait_frame(0, 5.0)
+        assert first is not None
         t0 = time.monotonic()
-        frames = []
-        last = 0
+        frames, last = [first], first.frame_id
         while time.monotonic() - t0 < 1.5:
             f = cap.wait_frame(last, 0.5)
             if f is not None:
                 frames.append(f)
                 last = f.frame_id
+        elapsed = time.monotonic() - t0
         st = cap.stats()
     finally:
         cap.stop()
-    # 30 fps for 1.5 s: about 45 frames, certainly not the thousands an unpaced read gives.
-    assert 30 <= len(frames) <= 55
+    # 30 fps: never faster than the file's own rate (an unpaced read gives thousands per
+    # second); on a loaded machine it may fall behind, so the lower bound is loose.
+    produced = frames[-1].source_pos - first.source_pos
+    assert produced <= 30 * elapsed + 3, (produced, elapsed)
+    assert produced >= 10 * elapsed, (produced, elapsed)
     assert st["state"] == "live" and st["width"] == 640 and st["height"] == 360
-    assert 25 <= st["fps_in"] <= 35
+    assert st["fps_in"] <= 36, st
     ids = [f.frame_id for f in frames]
     assert ids == sorted(set(ids))
 

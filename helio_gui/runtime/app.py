@@ -102,7 +102,7 @@ def _query_number(request: web.Request, name: str, default, lo, hi, cast=float):
 async def stream(request: web.Request) -> web.StreamResponse:
     overlay = request.query.get("overlay", "0") in ("1", "true", "yes")
     quality = _query_number(request, "quality", 80, 10, 100, int)
-    fps = _query_number(request, "fps", 15.0, 0.1, 60.0)
+    fps = _query_number(request, "fps", 30.0, 0.1, 60.0)
     broadcaster = request.app[BROADCASTER]
     resp = web.StreamResponse(headers={
         "Content-Type": f"multipart/x-mixed-replace; boundary={BOUNDARY}",

@@ -1,0 +1,97 @@
+"""The real device image (Dockerfile.device on the local Debian base) running the real runtime
+on a real video, updated v1 -> v2, and a failing-health update rolled back."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from helio_gui import RUNTIME_API_VERSION
+from helio_gui.engine import HealthCheckConfig, RuntimeProfile
+
+from .conftest import wait_for
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+TOKEN = "device-test-token"
+
+
+def api(profile: RuntimeProfile, path: str) -> dict:
+    req = urllib.request.Request(profile.base_url + path, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture
+def device_profile(device_images, video_source, session_labels, port, docker_client, engine):
+    source, mounts = video_source
+    volume = f"helio-test-data-{uuid.uuid4().hex[:8]}"
+    profile = RuntimeProfile(
+        name=f"device{port}", image=device_images["0.1.0"], port=port, token=TOKEN, source=source,
+        mounts=mounts, data_volume=volume, labels=dict(session_labels),
+        healthcheck=HealthCheckConfig(interval_s=1, timeout_s=3, retries=3, start_period_s=5),
+        health_timeout_s=90, stop_timeout_s=10)
+    yield profile
+    engine.remove(profile)
+    try:
+        docker_client.volumes.get(volume).remove(force=True)
+    except Exception:
+        pass
+
+
+def test_image_labels_user_and_contents(docker_client, device_images):
+    image = docker_client.images.get(device_images["0.1.0"])
+    labels = image.labels
+    assert labels["org.opencontainers.image.version"] == "0.1.0"
+    assert labels["org.opencontainers.image.revision"] == "test"
+    assert labels["io.heliovision.runtime-api"] == RUNTIME_API_VERSION
+    assert labels["io.heliovision.component"] == "runtime"
+    config = image.attrs["Config"]
+    assert config["User"] == "helio:video"
+    assert config["StopSignal"] == "SIGTERM"
+    assert "api/health" in " ".join(config["Healthcheck"]["Test"])
+    assert not config.get("Volumes")  # no image VOLUME to leak a duplicate mount
+    out = docker_client.containers.run(
+        image.id, entrypoint=["sh", "-c", "id; python -c 'import PySide6' 2>&1 | tail -1; "
+                              "python -c 'import docker' 2>&1 | tail -1; ls /usr/lib/*/libGL* 2>&1 | head -1"],
+        network_mode="none", remove=True, labels={})
+    text = out.decode()
+    assert "uid=10001(helio)" in text and "(video)" in text, text
+    assert "No module named 'PySide6'" in text and "No module named 'docker'" in text, text
+    assert "No such file" in text, text  # no GL libraries
+
+
+def test_real_runtime_in_device_image_update_and_rollback(engine, device_profile, device_images, video_source):
+    profile = device_profile
+    status = engine.start(profile)
+    assert status.state == "running" and status.mismatches == ()
+    ok, why = engine.wait_healthy(profile, status.container_id, profile.health_timeout_s)
+    assert ok, why
+    body = api(profile, "/api/status")
+    assert body["runtime_version"] == "0.1.0" and body["source"]["state"] == "live"
+    if video_source[0]:
+        assert body["source"]["spec"].endswith("conveyor.mp4?loop=1&paced=1") or "conveyor" in json.dumps(body["source"])
+    assert engine.runtime_status(profile).health == "healthy"
+
+    # v1 -> v2: the runtime answers with the new version, on the same data volume.
+    report = engine.update(profile, device_images["0.2.0"])
+    assert report.success, report.summary()
+    assert api(profile, "/api/status")["runtime_version"] == "0.2.0"
+    stop_step = next(s for s in report.steps if s.name == "stop previous")
+    assert stop_step.duration_s < 3, stop_step  # SIGTERM handled: no waiting out the timeout
+
+    # An image whose health check fails: rolled back automatically, 0.2.0 serves again.
+    v2 = report.profile
+    bad = engine.update(v2, device_images["broken"])
+    assert bad.rolled_back and not bad.success, bad.summary()
+    print(report.summary(), bad.summary(), sep="\n")
+    assert api(profile, "/api/status")["runtime_version"] == "0.2.0"
+    assert engine.runtime_status(v2).state == "running"
+
+    # A clean stop: the runtime exits 0 on SIGTERM well inside the timeout.
+    t = time.monotonic()
+    stopped = engine.stop(v2)
+    assert time.monotonic() - t < 3 and stopped.exit_code in (0, 143), stopped

@@ -21,11 +21,14 @@ class _Bridge(QtCore.QObject):
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.closed = False
         self.call.connect(self._run, QtCore.Qt.ConnectionType.QueuedConnection)
 
     @QtCore.Slot(object, object)
     def _run(self, fn, value):
-        fn(value)
+        # After shutdown the views these callbacks update may be gone: drop late answers.
+        if not self.closed:
+            fn(value)
 
 
 class TaskRunner(QtCore.QObject):
@@ -70,5 +73,6 @@ class TaskRunner(QtCore.QObject):
     def shutdown(self) -> None:
         """Cancels queued jobs, signals running ones, and joins the worker threads."""
         self._closed = True
+        self._bridge.closed = True
         self.cancel_all.set()
         self._pool.shutdown(wait=True, cancel_futures=True)

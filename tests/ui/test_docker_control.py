@@ -1,0 +1,105 @@
+"""Runtime control buttons on a real container on the private engine (start, stop, update)."""
+
+from __future__ import annotations
+
+import pytest
+
+from helio_gui.engine import HealthCheckConfig, RuntimeProfile, connect
+from helio_gui.ui.backends import DockerBackend
+from helio_gui.ui.config import DEFAULT_PIN
+from helio_gui.ui.control import RuntimeControlPanel
+from helio_gui.ui.roles import RoleModel, hash_pin
+from helio_gui.ui.workers import TaskRunner
+from tests.engine.conftest import build_fake_runtime
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+
+def container_state(client, name):
+    try:
+        c = client.containers.get(name)
+    except Exception:  # noqa: BLE001 - gone
+        return "missing"
+    c.reload()  # fresh, never the cached snapshot
+    return c.status
+
+
+@pytest.fixture
+def panel(qtbot, docker_engine, docker_client, busybox_image, session_labels, port, tmp_path):
+    v1 = build_fake_runtime(docker_client, busybox_image, "helio-test/fake-runtime:1.0.0", "1.0.0")
+    profile = RuntimeProfile(name=f"gui{port}", image=v1, port=port, labels=dict(session_labels),
+                             healthcheck=HealthCheckConfig(interval_s=0.5, timeout_s=2, retries=2, start_period_s=0.5),
+                             health_timeout_s=20, stop_timeout_s=5)
+    eng = connect(docker_engine.base_url, state_dir=tmp_path / "state")
+    backend = DockerBackend(profile, eng, profile_path=str(tmp_path / "profile.json"))
+    runner = TaskRunner()
+    roles = RoleModel(hash_pin(DEFAULT_PIN))
+    p = RuntimeControlPanel(backend, runner, roles)
+    qtbot.addWidget(p)
+    p.skip_confirm = True
+    yield p, backend, profile
+    p.shutdown()
+    runner.shutdown()
+    roles.shutdown()
+    try:
+        eng.remove(backend.profile)
+    finally:
+        eng.close()
+
+
+def press(qtbot, panel, button, action, timeout=60000):
+    with qtbot.waitSignal(panel.action_finished, timeout=timeout) as sig:
+        button.click()
+    assert sig.args[0] == action
+    return sig.args[1], sig.args[2]
+
+
+def test_buttons_start_stop_and_update_a_real_container(qtbot, panel, docker_client, busybox_image, tmp_path):
+    p, backend, profile = panel
+    name = profile.runtime_container_name
+    # An operator's press does nothing.
+    p.btn_start.click()
+    assert not p._busy and container_state(docker_client, name) == "missing"
+    assert p.roles.unlock(DEFAULT_PIN)
+    ok, msg = press(qtbot, p, p.btn_start, "start")
+    assert ok, msg
+    assert container_state(docker_client, name) == "running"
+    qtbot.waitUntil(lambda: p.fields["state"].text() == "RUNNING", timeout=10000)
+    qtbot.waitUntil(lambda: p.fields["version"].text() == "1.0.0", timeout=10000)
+    assert "connected" in p.engine_line.text()
+    qtbot.waitUntil(lambda: "starting" in p.log_view.toPlainText(), timeout=10000)  # the container's own log
+
+    ok, msg = press(qtbot, p, p.btn_stop, "stop")
+    assert ok, msg
+    assert container_state(docker_client, name) in ("exited", "missing")
+
+    # Update from an image file (what a USB stick brings): the real engine loads and swaps it.
+    v2 = build_fake_runtime(docker_client, busybox_image, "helio-test/fake-runtime:2.0.0", "2.0.0")
+    tar = tmp_path / "runtime-2.0.0.tar"
+    with open(tar, "wb") as fh:
+        for chunk in docker_client.images.get(v2).save(named=True):
+            fh.write(chunk)
+    press(qtbot, p, p.btn_start, "start")
+    stages = []
+    orig = p._show_progress
+    p._show_progress = lambda prog: (stages.append(prog[0]), orig(prog))
+    p.update_kind.setCurrentIndex(p.update_kind.findData("file"))
+    p.update_value.setText(str(tar))
+    ok, msg = press(qtbot, p, p.btn_update, "update", timeout=120000)
+    assert ok, msg
+    assert stages, "no stage names were shown during the update"
+    c = docker_client.containers.get(name)
+    assert "2.0.0" in (c.image.tags[0] if c.image.tags else "") or c.labels.get("org.opencontainers.image.version") == "2.0.0"
+    qtbot.waitUntil(lambda: p.fields["version"].text() == "2.0.0", timeout=15000)
+    assert backend.profile.image.endswith("2.0.0")
+
+
+def test_update_with_a_missing_file_fails_clearly_and_changes_nothing(qtbot, panel, docker_client, tmp_path):
+    p, backend, profile = panel
+    p.roles.unlock(DEFAULT_PIN)
+    press(qtbot, p, p.btn_start, "start")
+    p.update_kind.setCurrentIndex(p.update_kind.findData("file"))
+    p.update_value.setText(str(tmp_path / "nope.tar"))
+    ok, msg = press(qtbot, p, p.btn_update, "update")
+    assert not ok and "not a file" in msg
+    assert container_state(docker_client, profile.runtime_container_name) == "running"

@@ -56,7 +56,7 @@ class SourceConfig(BaseModel):
     rate: float = Field(default=2.0, gt=0, le=1000)  # folder images per second when paced
     # network options
     open_timeout_s: float = Field(default=5.0, gt=0, le=120)
-    read_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    read_timeout_s: float = Field(default=2.0, gt=0, le=120)  # a hung stream is reopened after this
 
     @property
     def looping(self) -> bool:
@@ -476,10 +476,13 @@ class CaptureThread:
                     backoff = min(backoff * 2, 10.0)
                     first = False
                     continue
+                before = self._captured
                 outcome = self._read_loop(reader)
                 reader.close()
                 if outcome in ("ended", "stopped"):
                     return
+                if self._captured > before:
+                    backoff = 0.5  # it worked for a while: start the backoff over
                 first = False
                 if cfg.kind in ("file", "folder") and outcome == "failed":
                     return

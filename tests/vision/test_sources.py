@@ -203,3 +203,86 @@ def test_iter_frames_reads_every_frame():
     assert n == 600
     with pytest.raises(SourceError):
         next(iter_frames("/nonexistent.mp4"))
+
+
+# -- network streams: a real MJPEG server on 127.0.0.1 ------------------------------------------
+from tests.vision.mjpeg_server import MjpegCamera  # noqa: E402
+
+
+def _pump(cap, seconds, last=0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        f = cap.wait_frame(last, 0.1)
+        if f is not None:
+            last = f.frame_id
+    return last
+
+
+def _wait_state(cap, states, limit):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if cap.state.value in states:
+            return time.monotonic() - t0
+        time.sleep(0.02)
+    raise AssertionError(f"state {cap.state.value} ({cap.reason}) not in {states} after {limit} s")
+
+
+def test_stream_frozen_image_is_stalled_within_a_second_and_reopened():
+    with MjpegCamera() as cam:
+        events = []
+        cap = CaptureThread(SourceConfig(kind="stream", path=cam.url, read_timeout_s=1.0),
+                            on_state=lambda s, r: events.append(s.value))
+        cap.start()
+        try:
+            _wait_state(cap, {"live"}, 8)
+            last = _pump(cap, 0.5)
+            cam.mode = "freeze"
+            took = _wait_state(cap, {"stalled", "reconnecting"}, 3)
+            assert took <= 1.6, took
+            assert "same image" in cap.reason or "reopening" in cap.reason
+            cam.mode = "live"
+            _wait_state(cap, {"live"}, 8)
+            newer = cap.wait_frame(last, 2.0)
+            st = cap.stats()
+        finally:
+            cap.stop()
+    assert newer is not None and newer.frame_id > last
+    assert st["reconnects"] >= 1 and cam.connections >= 2
+    assert events[:2] == ["connecting", "live"] and "stalled" in events and "reconnecting" in events
+
+
+def test_stream_that_hangs_is_reported_stalled_and_recovers():
+    with MjpegCamera() as cam:
+        cap = CaptureThread(SourceConfig(kind="stream", path=cam.url, read_timeout_s=1.0))
+        cap.start()
+        try:
+            _wait_state(cap, {"live"}, 8)
+            _pump(cap, 0.3)
+            cam.mode = "hang"
+            took = _wait_state(cap, {"stalled", "reconnecting", "failed"}, 3)
+            assert took <= 1.6, took
+            cam.mode = "live"
+            _wait_state(cap, {"live"}, 10)
+            assert cap.wait_frame(0, 2.0) is not None
+        finally:
+            cap.stop()
+
+
+def test_stream_down_then_back_reconnects_without_restart():
+    with MjpegCamera() as cam:
+        cap = CaptureThread(SourceConfig(kind="stream", path=cam.url, read_timeout_s=1.0, open_timeout_s=1.0))
+        cap.start()
+        try:
+            _wait_state(cap, {"live"}, 8)
+            cam.mode = "down"
+            _wait_state(cap, {"stalled", "reconnecting", "failed"}, 4)
+            time.sleep(1.0)
+            assert cap.state.value in ("stalled", "reconnecting", "failed")
+            cam.mode = "live"
+            _wait_state(cap, {"live"}, 15)
+            st = cap.stats()
+        finally:
+            t0 = time.monotonic()
+            cap.stop()
+            assert time.monotonic() - t0 < 2.5  # stop is bounded even mid-reconnect
+    assert st["reconnects"] >= 1 and st["frames_captured"] > 0

@@ -38,7 +38,7 @@ COKE_EXPECT = {
     "BottleMissing": "bottle_missing",
     "MultipleFaults": "FAIL",
     "BottleDeformed": "FAIL",
-    "LabelNotStraight": "FAIL",
+    "LabelNotStraight": "label_crooked",
 }
 
 

@@ -203,13 +203,31 @@ class LevelTool(_ToolBase):
     defect: str = "underfilled"  # also used when no level is found at all
 
 
+class EdgeTool(_ToolBase):
+    """Edge angle and position: in the ROI, the first foreground pixel of each column (or row)
+    seen from `scan`'s side; a line fitted through them gives the angle (degrees), the position
+    (fraction of the ROI across the scan) and the straightness (median residual, px). For
+    skewed labels, tilted caps, a bent part."""
+
+    type: Literal["edge"]
+    segment: Segmentation = Field(default_factory=Segmentation)
+    scan: Literal["top_down", "bottom_up", "left_right", "right_left"] = "top_down"
+    min_points: float = Field(default=0.5, gt=0, le=1)  # share of columns that must show the edge
+    max_angle: float = Field(default=5.0, ge=0, le=90)
+    min_position: float = Field(default=0.0, ge=0, le=1)
+    max_position: float = Field(default=1.0, ge=0, le=1)
+    max_residual: float = Field(default=3.0, ge=0)
+    defect: str = "misaligned"
+    missing_defect: str = "edge_missing"
+
+
 ToolConfig = Annotated[
-    Union[BlobTool, ColorClassTool, DimensionTool, TemplateTool, BarcodeTool, LevelTool],
+    Union[BlobTool, ColorClassTool, DimensionTool, TemplateTool, BarcodeTool, LevelTool, EdgeTool],
     Field(discriminator="type"),
 ]
 TOOL_MODELS: dict[str, type[_ToolBase]] = {
     "blob": BlobTool, "color_class": ColorClassTool, "dimension": DimensionTool,
-    "template": TemplateTool, "barcode": BarcodeTool, "level": LevelTool,
+    "template": TemplateTool, "barcode": BarcodeTool, "level": LevelTool, "edge": EdgeTool,
 }
 
 

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from .imgproc import Box, blobs, clip_box, hsv_mask, roi_box, segment
-from .recipe import (BarcodeTool, BlobTool, ColorClassTool, DimensionTool, LevelTool, Recipe,
-                     TemplateTool)
+from .recipe import (BarcodeTool, BlobTool, ColorClassTool, DimensionTool, EdgeTool, LevelTool,
+                     Recipe, TemplateTool)
 from .types import Region, ToolResult
 
 TOOL_TYPES: dict[str, type[Tool]] = {}
@@ -177,6 +177,59 @@ class Level(Tool):
         regions = (_box_region(box, f"{c.name} {level:.2f}", ok, c.name),
                    _poly_region(((x1, y), (x2, y)), "", ok, c.name))
         return ToolResult(c.name, ok, defect, {"level": round(level, 3), "found": 1}, regions)
+
+
+@register_tool("edge")
+class Edge(Tool):
+    cfg: EdgeTool
+
+    def run(self, image, anchor):
+        c = self.cfg
+        x1, y1, x2, y2 = box = self.roi(image, anchor)
+        mask = segment(image[y1:y2, x1:x2], c.segment) > 0
+        # Work in "scan from the top" orientation, then map back.
+        if c.scan == "bottom_up":
+            m = mask[::-1]
+        elif c.scan == "left_right":
+            m = mask.T
+        elif c.scan == "right_left":
+            m = mask.T[::-1]
+        else:
+            m = mask
+        depth, n = m.shape
+        has = m.any(axis=0)
+        first = np.argmax(m, axis=0).astype(np.float64)
+        xs = np.nonzero(has)[0]
+        if xs.size < max(3, c.min_points * n):
+            return ToolResult(c.name, False, c.missing_defect, {"found": 0},
+                              (_box_region(box, f"{c.name}: no edge", False, c.name),))
+        ys = first[xs]
+        k, b = np.polyfit(xs, ys, 1)
+        # One robust pass: refit without the worst outliers (glare, print on the label).
+        res = np.abs(ys - (k * xs + b))
+        keep = res <= max(2.0, np.percentile(res, 80))
+        if keep.sum() >= 3:
+            k, b = np.polyfit(xs[keep], ys[keep], 1)
+        resid = float(np.median(np.abs(ys - (k * xs + b))))
+        angle = float(np.degrees(np.arctan(k)))
+        mid = k * (n - 1) / 2 + b
+        position = float(mid / max(1, depth))
+        ok = abs(angle) <= c.max_angle and c.min_position <= position <= c.max_position and resid <= c.max_residual
+        # End points of the fitted line in frame pixels.
+        def to_frame(u, v):
+            if c.scan == "bottom_up":
+                return x1 + u, y2 - 1 - v
+            if c.scan == "left_right":
+                return x1 + v, y1 + u
+            if c.scan == "right_left":
+                return x2 - 1 - v, y1 + u
+            return x1 + u, y1 + v
+        p1, p2 = to_frame(0, b), to_frame(n - 1, k * (n - 1) + b)
+        meas = {"angle_deg": round(angle, 2), "position": round(position, 3), "residual_px": round(resid, 2),
+                "found": 1}
+        return ToolResult(c.name, ok, None if ok else c.defect, meas,
+                          (_box_region(box, f"{c.name} {angle:+.1f} deg", ok, c.name),
+                           _poly_region((p1, p2), "", ok, c.name)))
 
 
 @register_tool("template")

@@ -61,6 +61,7 @@ COKE_EXPECT = {
     "Normal": "PASS", "BottleCapMissing": "cap_missing", "BottleOverfilled": "overfilled",
     "BottleUnderfilled": "underfilled", "LabelMissing": "label_missing",
     "LabelNotPrinted": "label_missing", "BottleMissing": "bottle_missing",
+    "LabelNotStraight": "label_crooked",
 }
 
 

@@ -237,3 +237,49 @@ def test_every_frame_and_external_modes():
     frames = _moving(5, 10, 0)
     assert [len(every.update(f)) for f in frames] == [1] * 5
     assert [len(ext.update(f)) for f in frames] == [0] * 5
+
+
+@pytest.mark.parametrize("angle,ok", [(0.0, True), (2.0, True), (9.0, False), (-12.0, False)])
+def test_edge_measures_the_angle_of_a_label_top(angle, ok):
+    img = np.full((200, 200, 3), 30, np.uint8)
+    box = cv2.boxPoints(((100, 140), (300, 120), angle))  # a wide red band whose top is at y~80
+    cv2.fillPoly(img, [box.astype(np.int32)], (30, 30, 220))
+    text = """name = "e"
+[[tools]]
+name = "label_edge"
+type = "edge"
+anchor = "frame"
+roi = [0.2, 0.0, 0.6, 1.0]
+segment = { hsv = [{ lower = [170, 120, 80], upper = [10, 255, 255] }], open_px = 0, close_px = 0 }
+max_angle = 4.0
+min_position = 0.3
+max_position = 0.5
+defect = "label_crooked"
+"""
+    ins = _inspect(text, img)
+    m = ins.measurements
+    # Image y grows downwards, so a positive cv2 angle is a negative slope in image rows.
+    assert abs(abs(m["label_edge.angle_deg"]) - abs(angle)) < 1.0, m
+    assert 0.3 < m["label_edge.position"] < 0.5 or not ok
+    assert ins.passed is ok
+    if not ok:
+        assert ins.defects == ("label_crooked",)
+
+
+def test_edge_scans_from_the_side():
+    img = np.full((100, 100, 3), 0, np.uint8)
+    img[:, 60:] = 255  # a vertical edge at x = 60
+    text = """name = "e"
+[[tools]]
+name = "side"
+type = "edge"
+anchor = "frame"
+segment = { threshold = 128, open_px = 0, close_px = 0 }
+scan = "left_right"
+min_position = 0.55
+max_position = 0.65
+"""
+    ins = _inspect(text, img)
+    assert ins.passed and ins.measurements["side.position"] == pytest.approx(0.6, abs=0.02)
+    assert ins.measurements["side.angle_deg"] == pytest.approx(0, abs=0.5)
+    assert _inspect(text, np.zeros((100, 100, 3), np.uint8)).defects == ("edge_missing",)

@@ -93,6 +93,9 @@ class PartTrigger:
             self.fired_total += 1
             return [PartEvent(frame=frame, region=None, track_id=frame.frame_id)]
         h, w = frame.image.shape[:2]
+        if (w, h) != getattr(self, "_size", (w, h)):
+            self.reset()  # a reopened source with another resolution: old tracks mean nothing
+        self._size = (w, h)
         rx1, ry1, rx2, ry2 = roi = clip_box(roi_box(cfg.roi, (0, 0, w, h)), w, h)
         s = cfg.downscale
         crop = frame.image[ry1:ry2, rx1:rx2]

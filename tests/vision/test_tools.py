@@ -283,3 +283,12 @@ max_position = 0.65
     assert ins.passed and ins.measurements["side.position"] == pytest.approx(0.6, abs=0.02)
     assert ins.measurements["side.angle_deg"] == pytest.approx(0, abs=0.5)
     assert _inspect(text, np.zeros((100, 100, 3), np.uint8)).defects == ("edge_missing",)
+
+
+def test_trigger_forgets_tracks_when_the_frame_size_changes():
+    trig = PartTrigger(parse_recipe('name="x"\n[trigger]\nmode="zone"\nmin_area=200\n', "toml").trigger)
+    first = _moving(3, 5, 100)
+    assert sum(len(trig.update(f)) for f in first) == 1
+    bigger = np.full((120, 400, 3), 30, np.uint8)
+    cv2.rectangle(bigger, (100, 40), (130, 70), (230, 230, 230), -1)
+    assert len(trig.update(_frame(bigger, 10))) == 1  # a new stream: the part is new

@@ -21,7 +21,7 @@ def _label(img: np.ndarray, text: str, org: tuple[int, int], color, scale: float
     cv2.putText(img, text, (x + 2, y - 1), FONT, scale, color, 1, cv2.LINE_AA)
 
 
-def draw_region(img: np.ndarray, r: Region, scale: float = 0.45, color=None) -> None:
+def draw_region(img: np.ndarray, r: Region, scale: float = 0.45, color=None, label: bool = True) -> None:
     """Draws one region (box or polygon) with its label onto `img` in place."""
     col = color or (OK if r.ok else NG)
     pts = np.array(r.points, dtype=np.float32).round().astype(np.int32)
@@ -31,24 +31,27 @@ def draw_region(img: np.ndarray, r: Region, scale: float = 0.45, color=None) -> 
     else:
         cv2.polylines(img, [pts.reshape(-1, 1, 2)], len(pts) > 2, col, 2, cv2.LINE_AA)
         anchor = (int(pts[:, 0].min()), int(pts[:, 1].min()) - 3)
-    if r.label:
+    if label and r.label:
         _label(img, r.label, anchor, col, scale)
 
 
 def draw_overlay(image: np.ndarray, inspection: Inspection | None, *, extra_lines=()) -> np.ndarray:
     """A new BGR image: part box, tool regions with labels, measurements and a PASS/FAIL mark.
-    Never draws on `image`."""
+    Never draws on `image`. Failing tools come first in the text; on small frames passing
+    regions are drawn without labels so the failing ones stay readable."""
     out = image.copy()
     if inspection is None:
         return out
     h, w = out.shape[:2]
     scale = max(0.4, min(1.0, w / 1400))
     passed = inspection.passed
+    roomy = w >= 800
     if inspection.part_region is not None:
         draw_region(out, inspection.part_region, scale, color=OK if passed else NG)
-    for t in inspection.tools:
+    # Passing tools first, failing ones on top of them.
+    for t in sorted(inspection.tools, key=lambda t: not t.passed):
         for r in t.regions:
-            draw_region(out, r, scale)
+            draw_region(out, r, scale, label=roomy or not r.ok)
     # Verdict badge, top-left, and the measurements below it.
     badge = inspection.verdict
     bs = scale * 2.0
@@ -56,14 +59,23 @@ def draw_overlay(image: np.ndarray, inspection: Inspection | None, *, extra_line
     cv2.rectangle(out, (8, 8), (24 + tw, 24 + th), OK if passed else NG, -1)
     cv2.putText(out, badge, (16, 16 + th), FONT, bs, (255, 255, 255), 3, cv2.LINE_AA)
     y = 40 + th
+    step = int(22 * scale / 0.45 * 0.8) + 4
     lines = []
     if inspection.defects:
         lines.append("defects: " + ", ".join(inspection.defects))
-    for k, v in list(inspection.measurements.items())[:8]:
-        lines.append(f"{k} = {v:.2f}" if isinstance(v, float) else f"{k} = {v}")
+    failing = [t for t in inspection.tools if not t.passed]
+    shown = failing if failing else inspection.tools
+    for t in shown:
+        for k, v in t.measurements.items():
+            if k in ("found",):
+                continue
+            lines.append(f"{t.tool}.{k} = {v:.2f}" if isinstance(v, float) else f"{t.tool}.{k} = {v}")
     lines.extend(extra_lines)
+    room = max(2, (h - y) // step // 2)  # never cover more than about half the frame
+    if len(lines) > room:
+        lines = lines[:room - 1] + [f"... {len(lines) - room + 1} more"]
     lines.append(f"frame {inspection.frame_id}  {inspection.recipe_name} v{inspection.recipe_version}")
     for line in lines:
         _label(out, line, (10, y), (240, 240, 240), scale)
-        y += int(22 * scale / 0.45 * 0.8) + 4
+        y += step
     return out

@@ -157,7 +157,8 @@ class TemplateTool(_ToolBase):
 
 
 class BarcodeTool(_ToolBase):
-    """Barcode / QR / DataMatrix with zxing-cpp; the text must match `expected` (a regex)."""
+    """Barcode / QR / DataMatrix with zxing-cpp; the whole text must match `expected` (a regex,
+    `re.fullmatch`). `formats` are zxing-cpp `BarcodeFormat` names, e.g. QRCode, DataMatrix."""
 
     type: Literal["barcode"]
     formats: list[str] = Field(default_factory=list)  # zxingcpp.BarcodeFormat names; [] = all

@@ -8,12 +8,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from .alarms import AlarmBanner, AlarmModel, DefectRateWindow
 from .config import GuiConfig, log_dir
-from .control import RuntimeControlPanel
 from .live import LivePanel
 from .presenter import RuntimePresenter
 from .roles import PinDialog, RoleModel
-from .settings import SettingsPanel
-from .stats import StatsPanel
 from .theme import COLORS
 from .workers import TaskRunner
 
@@ -58,23 +55,20 @@ class MainWindow(QtWidgets.QMainWindow):
         nlay.setSpacing(2)
         self.stack = QtWidgets.QStackedWidget()
         self.live = LivePanel(self.presenters, side_width=400 if kiosk else 340)
-        self.stats = StatsPanel(self.presenter, self.runner, self.roles)
-        self.control = RuntimeControlPanel(backend, self.runner, self.roles, self.presenter) if backend else None
-        self.settings = SettingsPanel(self.presenter, self.runner, self.roles, self.config, backend,
-                                      alarm_config_changed=self._alarm_config_changed)
+        self._pages: dict[str, QtWidgets.QWidget] = {"live": self.live}
+        self._page_index: dict[str, int] = {"live": self.stack.addWidget(self.live)}
         self.nav_buttons: dict[str, QtWidgets.QPushButton] = {}
         group = QtWidgets.QButtonGroup(self)
-        panels = [("live", "▶  Live", self.live), ("stats", "▦  Statistics", self.stats)]
-        if self.control is not None:
-            panels.append(("runtime", "⚙  Runtime", self.control))
-        panels.append(("settings", "☰  Settings", self.settings))
-        for key, text, panel in panels:
+        pages = [("live", "▶  Live"), ("stats", "▦  Statistics")]
+        if backend is not None:
+            pages.append(("runtime", "⚙  Runtime"))
+        pages.append(("settings", "☰  Settings"))
+        for key, text in pages:
             b = QtWidgets.QPushButton(text)
             b.setProperty("kind", "nav")
             b.setCheckable(True)
             group.addButton(b)
-            idx = self.stack.addWidget(self._scrollable(panel) if key != "live" else panel)
-            b.clicked.connect(lambda _=False, i=idx: self.stack.setCurrentIndex(i))
+            b.clicked.connect(lambda _=False, k=key: self._show_page(k))
             nlay.addWidget(b)
             self.nav_buttons[key] = b
         self.nav_buttons["live"].setChecked(True)
@@ -104,6 +98,52 @@ class MainWindow(QtWidgets.QMainWindow):
             self.setWindowFlag(QtCore.Qt.WindowType.FramelessWindowHint, True)
             self.setWindowFlag(QtCore.Qt.WindowType.WindowCloseButtonHint, False)
 
+    # -- pages: the live view first; the others are built when first needed (or just after the
+    # first frame), so the charting library and friends do not delay the first painted frame.
+    def _page(self, key: str):
+        if key not in self._pages:
+            if key == "stats":
+                from .stats import StatsPanel
+
+                panel = StatsPanel(self.presenter, self.runner, self.roles)
+            elif key == "runtime":
+                
+                from .control import RuntimeControlPanel
+
+                panel = RuntimeControlPanel(self.backend, self.runner, self.roles, self.presenter)
+            elif key == "settings":
+                from .settings import SettingsPanel
+
+                panel = SettingsPanel(self.presenter, self.runner, self.roles, self.config, self.backend,
+                                      alarm_config_changed=self._alarm_config_changed)
+            else:
+                raise ValueError(f"no page {key!r}")
+            self._pages[key] = panel
+            self._page_index[key] = self.stack.addWidget(self._scrollable(panel))
+        return self._pages[key]
+
+    def _show_page(self, key: str) -> None:
+        self._page(key)
+        self.stack.setCurrentIndex(self._page_index[key])
+        self.nav_buttons[key].setChecked(True)
+
+    def build_pages(self) -> None:
+        for key in self.nav_buttons:
+            if not getattr(self, "_shut", False):
+                self._page(key)
+
+    @property
+    def stats(self):
+        return self._page("stats")
+
+    @property
+    def control(self):
+        return self._page("runtime") if self.backend is not None else None
+
+    @property
+    def settings(self):
+        return self._page("settings")
+
     def _scrollable(self, panel: QtWidgets.QWidget) -> QtWidgets.QScrollArea:
         # A page never forces the window past the screen: it scrolls instead (by finger in kiosk).
         area = QtWidgets.QScrollArea()
@@ -119,12 +159,23 @@ class MainWindow(QtWidgets.QMainWindow):
     def start(self) -> None:
         for p in self.presenters:
             p.start()
+        # Build the other pages once the live view is up (first frame, or 2 s at the latest).
+        self._pages_timer = QtCore.QTimer(self)
+        self._pages_timer.setObjectName("BuildPages")
+        self._pages_timer.setSingleShot(True)
+        self._pages_timer.timeout.connect(self.build_pages)
+        self._pages_timer.start(2000)
+        feed = self.live.feeds[0] if self.live.feeds else None
+        if feed is not None:
+            def first(_fid):
+                feed.frame_painted.disconnect(first)
+                self._pages_timer.start(50)
+            feed.frame_painted.connect(first)
 
     def show_screen(self, key: str) -> None:
-        b = self.nav_buttons.get(key)
-        if b is None:
+        if key not in self.nav_buttons:
             raise ValueError(f"no screen {key!r}; choose one of {', '.join(self.nav_buttons)}")
-        b.click()
+        self._show_page(key)
 
     # -- strip -------------------------------------------------------------------------------
     def _build_strip(self, mode_text: str) -> QtWidgets.QWidget:
@@ -247,14 +298,13 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QApplication.instance().removeEventFilter(self.roles)
         self.clock_timer.stop()
         self.down_timer.stop()
+        if hasattr(self, "_pages_timer"):
+            self._pages_timer.stop()
         self.roles.shutdown()
         for p in self.presenters:
             p.shutdown()
-        self.live.shutdown()
-        self.stats.shutdown()
-        if self.control is not None:
-            self.control.shutdown()
-        self.settings.shutdown()
+        for page in self._pages.values():
+            page.shutdown()
         self.runner.shutdown()
         # The backend (and an embedded runtime) belongs to whoever made it: main() stops it.
 

@@ -163,6 +163,8 @@ class SettingsPanel(QtWidgets.QWidget):
         # The recipe is read once the runtime answers (it may still be starting).
         self._recipe_loaded = False
         presenter.connection_changed.connect(self._on_connection)
+        if presenter.connection == "connected":
+            self._on_connection("connected", "")
 
     def _on_connection(self, state: str, message: str) -> None:
         if state == "connected" and not self._recipe_loaded:

@@ -138,6 +138,8 @@ class StatsPanel(QtWidgets.QWidget):
         roles.role_changed.connect(self._apply_role)
         self._apply_role(roles.role)
         self._rejects_loaded = False
+        if presenter.last_stats:
+            self.show_stats(presenter.last_stats)
 
     def _apply_role(self, role: str) -> None:
         eng = role == "engineer"

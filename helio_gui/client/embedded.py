@@ -7,6 +7,7 @@ backoff) when it dies on its own. Its output goes to ``DATA_DIR/runtime.log`` fo
 
 from __future__ import annotations
 
+import http.client
 import os
 import secrets
 import signal
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Callable
 
 import platformdirs
-import requests
 
 APP_NAME, APP_AUTHOR = "helio-gui", "HelioVision"
 
@@ -117,24 +117,23 @@ class EmbeddedRuntime:
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Blocks until the API answers /api/health (200 or 503); raises with the log tail."""
         deadline = time.monotonic() + timeout
-        session = requests.Session()
-        session.trust_env = False
-        try:
-            while time.monotonic() < deadline:
-                p = self._proc
-                if p is None or p.poll() is not None:
-                    raise RuntimeError(
-                        f"the embedded runtime exited with code {p.returncode if p else '?'} while starting. "
-                        f"Last log lines:\n{self._tail()}")
-                try:
-                    r = session.get(self.base_url + "/api/health", timeout=0.5)
-                    if r.status_code in (200, 503):
-                        return
-                except requests.RequestException:
-                    pass
-                time.sleep(0.05)
-        finally:
-            session.close()
+        while time.monotonic() < deadline:
+            p = self._proc
+            if p is None or p.poll() is not None:
+                raise RuntimeError(
+                    f"the embedded runtime exited with code {p.returncode if p else '?'} while starting. "
+                    f"Last log lines:\n{self._tail()}")
+            # http.client, not requests: this runs before the GUI has imported anything heavy.
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=0.5)
+            try:
+                conn.request("GET", "/api/health")
+                if conn.getresponse().status in (200, 503):
+                    return
+            except (OSError, http.client.HTTPException):
+                pass
+            finally:
+                conn.close()
+            time.sleep(0.03)
         raise TimeoutError(f"the embedded runtime did not answer on {self.base_url} within {timeout:.0f} s. "
                            f"Last log lines:\n{self._tail()}")
 

@@ -101,12 +101,13 @@ def main(argv=None) -> int:
             print(f"helio-gui: Docker mode unavailable: {exc}", file=sys.stderr)
             return 2
     else:
-        from ..client import EmbeddedRuntime
-        from .backends import EmbeddedBackend
+        from ..client.embedded import EmbeddedRuntime
 
         embedded = EmbeddedRuntime(source=args.source or config.source, recipe=args.recipe or config.recipe,
                                    data_dir=args.data_dir)
         embedded.start(wait=False)
+        from .backends import EmbeddedBackend
+
         backend = EmbeddedBackend(embedded)
         runtimes = [("Feed 1", embedded.base_url, embedded.token)]
         mode_text = "Embedded runtime"
@@ -139,11 +140,15 @@ def _run_gui(args, config, runtimes, backend, embedded, mode_text, size) -> int:
         win.resize(*size)
         win.show()
     exit_code = [0]
+    if args.print_timing:
+        print(f"window shown {time.monotonic() - T0:.3f} s after start", flush=True)
 
     if embedded is not None:
         # Wait for the child's API off the GUI thread, then connect the streams.
         def ready():
             embedded.wait_ready(20)
+            if args.print_timing:
+                print(f"runtime API answered {time.monotonic() - T0:.3f} s after start", flush=True)
 
         def failed(msg):
             win.conn_label.setText(f"embedded runtime failed to start: {msg.splitlines()[0]}")

@@ -107,7 +107,6 @@ class MainWindow(QtWidgets.QMainWindow):
 
                 panel = StatsPanel(self.presenter, self.runner, self.roles)
             elif key == "runtime":
-                
                 from .control import RuntimeControlPanel
 
                 panel = RuntimeControlPanel(self.backend, self.runner, self.roles, self.presenter)

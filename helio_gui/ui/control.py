@@ -92,6 +92,7 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         self.progress = QtWidgets.QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.progress.setTextVisible(False)
         self.btn_cancel = QtWidgets.QPushButton("Cancel")
         self.btn_cancel.setEnabled(False)
         self.btn_cancel.clicked.connect(self.cancel)
@@ -152,8 +153,10 @@ class RuntimeControlPanel(QtWidgets.QWidget):
     def _apply_role(self, role: str) -> None:
         eng = role == "engineer"
         can_update = getattr(self.backend, "can_update", False)
-        for b in (self.btn_start, self.btn_stop, self.btn_restart):
-            b.setEnabled(eng and not self._busy)
+        running = getattr(self, "_state", "") in ("running", "restarting")
+        self.btn_start.setEnabled(eng and not self._busy and not running)
+        for b in (self.btn_stop, self.btn_restart):
+            b.setEnabled(eng and not self._busy and running)
         for b in (self.btn_update, self.btn_rollback):
             b.setEnabled(eng and can_update and not self._busy)
         self.update_kind.setEnabled(eng and can_update)
@@ -183,6 +186,9 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         self.engine_line.setText(f"{self.backend.describe()} — engine: {engine}")
         self.engine_line.setStyleSheet(f"color: {COLORS['fail']};" if engine.startswith("error") else "")
         state = st.get("state") or "–"
+        if state != getattr(self, "_state", None):
+            self._state = state
+            self._apply_role(self.roles.role)
         if st.get("restart_loop"):
             state += " (restart loop!)"
         color = COLORS["pass"] if state == "running" else COLORS["warn"] if state in ("restarting", "created") else COLORS["fail"]

@@ -250,6 +250,7 @@ class FeedView(QtWidgets.QWidget):
         font.setPixelSize(max(12, int(14 * min(2.0, self.zoom))))
         font.setBold(True)
         p.setFont(font)
+        placed: list[QtCore.QRectF] = []
         for reg in ov.regions:
             ok = bool(reg.get("ok", True))
             color = QtGui.QColor(COLORS["pass"] if ok else COLORS["fail"])
@@ -269,6 +270,12 @@ class FeedView(QtWidgets.QWidget):
                 top = min(pts, key=lambda q: q.y())
                 fm = p.fontMetrics()
                 tr = QtCore.QRectF(top.x(), top.y() - fm.height() - 4, fm.horizontalAdvance(label) + 10, fm.height() + 4)
+                # Labels of nested regions start at the same corner: stack them instead of overlapping.
+                for _ in range(8):
+                    if not any(tr.intersects(r) for r in placed):
+                        break
+                    tr.translate(0, -tr.height() - 1)
+                placed.append(tr)
                 p.fillRect(tr, color)
                 p.setPen(QtGui.QColor("#000000"))
                 p.drawText(tr, QtCore.Qt.AlignmentFlag.AlignCenter, label)

@@ -68,14 +68,16 @@ class SettingsPanel(QtWidgets.QWidget):
         self.source_kind.currentIndexChanged.connect(self._kind_changed)
         row.addWidget(self.source_kind)
         row.addWidget(self.source_value, 1)
-        row.addWidget(self.btn_browse)
         src.layout_.addLayout(row)
+        row2 = QtWidgets.QHBoxLayout()
         self.btn_source_apply = QtWidgets.QPushButton("Apply source")
         self.btn_source_apply.setProperty("kind", "primary")
         self.btn_source_apply.clicked.connect(self._apply_source)
+        row2.addWidget(self.btn_browse)
+        row2.addWidget(self.btn_source_apply, 1)
+        src.layout_.addLayout(row2)
         self.source_msg = QtWidgets.QLabel("")
         self.source_msg.setWordWrap(True)
-        src.add(self.btn_source_apply)
         src.add(self.source_msg)
         left.addWidget(src)
 
@@ -108,7 +110,7 @@ class SettingsPanel(QtWidgets.QWidget):
         self.profile_text.setWordWrap(True)
         self.profile_text.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
         prof.add(self.profile_text)
-        self.cfg_path = QtWidgets.QLabel(f"Settings file: {GuiConfig.path()}")
+        self.cfg_path = QtWidgets.QLabel(f"Settings: {GuiConfig.path()}")
         self.cfg_path.setProperty("role", "muted")
         self.cfg_path.setWordWrap(True)
         prof.add(self.cfg_path)
@@ -128,13 +130,15 @@ class SettingsPanel(QtWidgets.QWidget):
         left.addStretch(1)
         lhost = QtWidgets.QWidget()
         lhost.setLayout(left)
-        lhost.setFixedWidth(440)
+        lhost.setFixedWidth(400)
         outer.addWidget(lhost)
 
         rec = Card("Recipe")
         rrow = QtWidgets.QHBoxLayout()
         self.recipe_name = QtWidgets.QLabel("–")
         self.recipe_name.setProperty("role", "title")
+        self.recipe_name.setWordWrap(True)
+        self.recipe_name.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         self.btn_reload = QtWidgets.QPushButton("Reload")
         self.btn_reload.clicked.connect(self.load_recipe)
         self.btn_apply = QtWidgets.QPushButton("Validate && apply")
@@ -145,6 +149,7 @@ class SettingsPanel(QtWidgets.QWidget):
         rrow.addWidget(self.btn_apply)
         rec.layout_.addLayout(rrow)
         self.editor = QtWidgets.QPlainTextEdit()
+        self.editor.setMinimumWidth(300)
         self.editor.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.NoWrap)
         rec.add(self.editor, 1)
         self.error_list = QtWidgets.QListWidget()
@@ -158,6 +163,7 @@ class SettingsPanel(QtWidgets.QWidget):
 
         roles.role_changed.connect(self._apply_role)
         self._apply_role(roles.role)
+        self.source_msg.hide()
         self._kind_changed()
         self._show_profile()
         # The recipe is read once the runtime answers (it may still be starting).
@@ -185,7 +191,8 @@ class SettingsPanel(QtWidgets.QWidget):
         elif b.kind == "embedded":
             rt = b.rt
             self.profile_text.setText(f"<b>Embedded</b> child process<br>API {rt.base_url}<br>"
-                                      f"source: {rt.source or 'demo footage'}<br>data: {rt.data_dir}")
+                                      f"source: {rt.source or 'demo footage'}")
+            self.profile_text.setToolTip(f"data: {rt.data_dir}")
         else:
             p = b.profile
             self.profile_text.setText(f"<b>Docker</b> profile <b>{p.name}</b><br>image {p.image}<br>"
@@ -335,6 +342,7 @@ class SettingsPanel(QtWidgets.QWidget):
 
     def _msg(self, label: QtWidgets.QLabel, text: str, ok: bool) -> None:
         label.setText(text)
+        label.setVisible(bool(text))
         label.setStyleSheet(f"color: {COLORS['pass'] if ok else COLORS['fail']};")
 
     def shutdown(self) -> None:

@@ -1,0 +1,103 @@
+"""Alarms (defect rate, camera lost, frozen feed) and roles (PIN, auto-lock), on real widgets."""
+
+from __future__ import annotations
+
+import pytest
+
+from helio_gui.ui.alarms import AlarmModel, DefectRateWindow
+from helio_gui.ui.config import DEFAULT_PIN, GuiConfig, log_dir
+from helio_gui.ui.main_window import MainWindow
+from helio_gui.ui.roles import PinDialog, RoleModel, hash_pin
+
+pytestmark = pytest.mark.qt_log_ignore("does not support propagateSizeHints")
+
+
+@pytest.fixture
+def win(qtbot):
+    # Not started: no runtime is contacted; the alarm logic is fed the data the presenter emits.
+    config = GuiConfig()
+    config.alarms.window_parts, config.alarms.min_parts, config.alarms.defect_rate_threshold = 10, 5, 0.3
+    w = MainWindow([("Feed 1", "http://127.0.0.1:9", "t"), ("Feed 2", "http://127.0.0.1:9", "t")], config=config)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def result(i, verdict):
+    return {"id": i, "verdict": verdict, "frame_id": i, "regions": [], "frame_size": [640, 480]}
+
+
+def test_defect_rate_alarm_over_sliding_window_with_hysteresis(win):
+    for i in range(1, 5):
+        win._rate_alarm(result(i, "FAIL"))
+    assert "defect_rate" not in win.alarms.alarms  # fewer than min_parts: no alarm yet
+    win._rate_alarm(result(5, "FAIL"))
+    assert win.alarms.alarms["defect_rate"].active
+    assert win.banner.isVisible() and "DEFECT RATE 100%" in win.banner.text.text()
+    win._rate_alarm(result(5, "FAIL"))  # a replayed result (reconnect) is not counted twice
+    assert win.defect_window.count == 5
+    for i in range(6, 30):
+        win._rate_alarm(result(i, "PASS"))
+    assert not win.alarms.alarms["defect_rate"].active  # cleared once the window is clean
+    win.banner.ack.click()
+    assert not win.alarms.alarms and not win.banner.isVisible()
+    text = (log_dir() / "alarms.log").read_text()
+    assert "ALARM defect_rate" in text and "CLEARED defect_rate" in text and "ACK defect_rate by operator" in text
+
+
+def test_camera_lost_and_frozen_feed_alarms(win, qtbot):
+    p = win.presenters[0]
+    win._source_alarm(p, {"source": {"state": "failed", "reason": "device unplugged"}})
+    assert "CAMERA FAILED" in win.banner.text.text() and "unplugged" in win.banner.text.text()
+    win._source_alarm(p, {"source": {"state": "live"}})
+    feed = win.live.feeds[1]
+    win._frozen_alarm(feed, True)
+    assert "FEED FROZEN — Feed 2" in win.banner.text.text()
+    win.alarms.acknowledge_all("operator")
+    assert win.banner.isVisible() and "still active" in win.banner.text.text()  # acknowledged, not gone
+    win._frozen_alarm(feed, False)
+    assert not win.banner.isVisible()
+
+
+def test_grid_shows_one_view_per_feed(win):
+    assert [f.title for f in win.live.feeds] == ["Feed 1", "Feed 2"]
+
+
+def test_pin_unlock_and_auto_lock_after_inactivity(qtbot):
+    roles = RoleModel(hash_pin("2468"), auto_lock_s=10)
+    roles.timer.setInterval(200)  # the real timer, shortened for the test
+    assert not roles.unlock("1111") and roles.failed_attempts == 1
+    with qtbot.waitSignal(roles.role_changed, timeout=1000) as sig:
+        assert roles.unlock("2468")
+    assert sig.args == ["engineer"]
+    with qtbot.waitSignal(roles.role_changed, timeout=2000) as sig:
+        pass
+    assert sig.args == ["operator"] and not roles.is_engineer
+    roles.shutdown()
+
+
+def test_pin_dialog_keypad_needs_no_keyboard(qtbot):
+    dlg = PinDialog()
+    qtbot.addWidget(dlg)
+    for k in DEFAULT_PIN:
+        dlg.buttons[k].click()
+    dlg.buttons["⌫"].click()
+    dlg.buttons[DEFAULT_PIN[-1]].click()
+    assert dlg.pin() == DEFAULT_PIN
+    assert all(b.minimumHeight() >= 48 for b in dlg.buttons.values())
+
+
+def test_defect_window_is_by_part_count():
+    w = DefectRateWindow(4)
+    for i, v in enumerate([True, True, False, False, False, False]):
+        w.add(i, v)
+    assert w.count == 4 and w.rate == 0.0
+
+
+def test_alarm_log_failure_does_not_hide_the_alarm(tmp_path, qtbot):
+    bad = tmp_path / "file"
+    bad.write_text("x")
+    model = AlarmModel(bad / "alarms.log")  # a path under a file: cannot be written
+    model.raise_("runtime_down", "RUNTIME DOWN")
+    assert model.unacknowledged() and model.history

@@ -58,7 +58,9 @@ def test_operator_cannot_control_engineer_can(qtbot, demo_runtime):
         assert win.settings.editor.isReadOnly()
         assert not win.roles.unlock("0000")
         assert win.roles.unlock(DEFAULT_PIN)
-        assert c.btn_stop.isEnabled() and win.stats.btn_shift_reset.isEnabled()
+        qtbot.waitUntil(c.btn_stop.isEnabled, timeout=5000)  # once the runtime is seen running
+        assert not c.btn_start.isEnabled()  # already running
+        assert win.stats.btn_shift_reset.isEnabled()
         assert not c.btn_update.isEnabled()  # embedded mode: updates need Docker
         win.roles.lock()
         assert not c.btn_stop.isEnabled()

@@ -696,13 +696,16 @@ class Engine:
 
     def wait_healthy(self, profile: RuntimeProfile, container_id: str, timeout: float,
                      cancel: threading.Event | None = None,
-                     progress: ProgressFn | None = None, stage: str = "health") -> tuple[bool, str]:
+                     progress: ProgressFn | None = None, stage: str = "health",
+                     grace_s: float = 0.0) -> tuple[bool, str]:
         """Health gate: Docker health `healthy` (when the image defines one) AND a real frame
-        reported by the runtime, within `timeout`. A restarting or exited container fails at once."""
+        reported by the runtime, within `timeout`. A restarting or exited container fails at once;
+        Docker's `unhealthy` fails at once only after `grace_s` (it can still turn healthy, and
+        after a handover the container's own start period is already over)."""
         with self._doing("waiting for the runtime to be healthy"):
-            return self._wait_healthy(profile, container_id, timeout, cancel, progress, stage)
+            return self._wait_healthy(profile, container_id, timeout, cancel, progress, stage, grace_s)
 
-    def _wait_healthy(self, profile, container_id, timeout, cancel, progress, stage) -> tuple[bool, str]:
+    def _wait_healthy(self, profile, container_id, timeout, cancel, progress, stage, grace_s) -> tuple[bool, str]:
         start = time.monotonic()
         deadline = start + timeout
         first = self._container(container_id)
@@ -721,9 +724,10 @@ class Engine:
                 return False, (f"the runtime exited with code {state.get('ExitCode')}. "
                                f"Last log lines:\n{self.log_tail(container_id)}")
             health = (state.get("Health") or {}).get("Status", "none")
-            if health == "unhealthy":
+            if health == "unhealthy" and time.monotonic() - start >= grace_s:
                 log = ((state.get("Health") or {}).get("Log") or [{}])[-1].get("Output", "")
-                return False, f"Docker reports the runtime unhealthy ({log.strip()[:200]})"
+                last = log.strip().splitlines()[-1][:200] if log.strip() else "no output"
+                return False, f"Docker reports the runtime unhealthy (last check: {last})"
             frame_ok, why = self.probe_runtime(profile)
             docker_ok = health in ("healthy", "none")
             if docker_ok and frame_ok:

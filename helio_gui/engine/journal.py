@@ -13,8 +13,9 @@ from pathlib import Path
 from .profile import write_json_atomic
 
 # Phases in order. Up to "started" an update is rolled back after a crash (unless the new
-# runtime is demonstrably healthy); from "committed" on it is finished.
-PHASES = ("begin", "renamed", "created", "stopped", "started", "committed")
+# runtime is demonstrably healthy); from "committed" on it is finished. "handover": the new
+# runtime was started beside the old one and waits for its port (images that support it).
+PHASES = ("begin", "renamed", "created", "handover", "stopped", "started", "committed")
 
 
 class Journal:

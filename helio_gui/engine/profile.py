@@ -23,6 +23,10 @@ COMPONENT_LABEL = "io.heliovision.component"
 API_LABEL = "io.heliovision.runtime-api"
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
+# Set by Dockerfile.device: the image's entry point preloads, then waits for the port (see
+# helio_gui/engine/device_entry.py), so the engine may start it before stopping the old one.
+HANDOVER_LABEL = "io.heliovision.handover"
+HANDOVER_READY = "helio-device-entry: ready for handover"
 
 # Where the profile's host paths appear inside the container.
 CONTAINER_DATA_DIR = "/data"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import docker.errors
 
 from .errors import EngineError, ImageRejected
-from .profile import PREVIOUS_IMAGE_LABEL, RuntimeProfile
+from .profile import HANDOVER_LABEL, HANDOVER_READY, PREVIOUS_IMAGE_LABEL, RuntimeProfile
 from .progress import ProgressFn, report
 
 if TYPE_CHECKING:
@@ -111,24 +111,52 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
         if cancelled():
             raise _CancelledMidway()
 
-        # 4. Stop the old, start the new.
-        t = time.monotonic()
-        _stage(progress, "stop", "Stopping the current runtime")
-        with engine._doing("stopping the current runtime"):
-            if old_id and engine._container(old_id)["State"].get("Running"):
+        handover = (bool(old_id) and ((image.get("Config") or {}).get("Labels") or {}).get(HANDOVER_LABEL) == "1"
+                    and engine._container(old_id)["State"].get("Running"))
+        if handover:
+            # 4a. Start the new runtime beside the old: it loads everything, then waits for the
+            # port. Only then is the old one stopped, so the feed gap is stop + bind + first frame.
+            t = time.monotonic()
+            _stage(progress, "start", "Starting the new runtime beside the current one")
+            with engine._doing("starting the new runtime"):
+                api.start(new_id)
+            journal.phase("handover")
+            ready, why = _wait_ready(engine, new_id, min(60.0, new_profile.health_timeout_s), cancel)
+            rep.add("start new (handover)", ready, why, t)
+            if not ready:
+                if why == "cancelled":
+                    raise _CancelledMidway()
+                _rollback(engine, profile, old_id, new_id, rep, progress)
+                journal.clear()
+                rep.outcome, rep.rolled_back = "rolled_back", True
+                return rep
+            t = time.monotonic()
+            _stage(progress, "stop", "Stopping the current runtime (the new one takes over)")
+            with engine._doing("stopping the current runtime"):
                 api.stop(old_id, timeout=profile.stop_timeout_s)
-        journal.phase("stopped")
-        rep.add("stop previous", True, f"stopped in {time.monotonic() - t:.2f} s", t)
-        t = time.monotonic()
-        _stage(progress, "start", "Starting the new runtime")
-        with engine._doing("starting the new runtime"):
-            api.start(new_id)
-        journal.phase("started")
-        rep.add("start new", True, "started", t)
+            journal.phase("started")
+            rep.add("stop previous", True, f"stopped in {time.monotonic() - t:.2f} s", t)
+        else:
+            # 4b. Stop the old, start the new.
+            t = time.monotonic()
+            _stage(progress, "stop", "Stopping the current runtime")
+            with engine._doing("stopping the current runtime"):
+                if old_id and engine._container(old_id)["State"].get("Running"):
+                    api.stop(old_id, timeout=profile.stop_timeout_s)
+            journal.phase("stopped")
+            rep.add("stop previous", True, f"stopped in {time.monotonic() - t:.2f} s", t)
+            t = time.monotonic()
+            _stage(progress, "start", "Starting the new runtime")
+            with engine._doing("starting the new runtime"):
+                api.start(new_id)
+            journal.phase("started")
+            rep.add("start new", True, "started", t)
 
         # 5. Health gate.
         t = time.monotonic()
-        ok, why = engine.wait_healthy(new_profile, new_id, new_profile.health_timeout_s, cancel, progress)
+        hc = new_profile.healthcheck
+        grace = min(new_profile.health_timeout_s, hc.start_period_s + hc.interval_s * (hc.retries + 1)) if handover else 0.0
+        ok, why = engine.wait_healthy(new_profile, new_id, new_profile.health_timeout_s, cancel, progress, grace_s=grace)
         rep.add("health gate", ok, why, t)
         if not ok:
             if why == "cancelled":
@@ -164,6 +192,28 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
 
 class _CancelledMidway(Exception):
     pass
+
+
+def _wait_ready(engine: "Engine", container_id: str, timeout: float,
+                cancel: threading.Event | None) -> tuple[bool, str]:
+    """Wait for the device entry point's HANDOVER_READY line; fail if the container dies first."""
+    api = engine.client.api
+    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    while True:
+        with engine._doing("waiting for the new runtime to load"):
+            logs = api.logs(container_id, tail=50).decode(errors="replace")
+            info = engine._container(container_id)
+        if HANDOVER_READY in logs:
+            return True, f"loaded beside the current runtime in {time.monotonic() - start:.2f} s"
+        if info is None or not info["State"].get("Running"):
+            code = (info or {}).get("State", {}).get("ExitCode")
+            return False, f"the new runtime exited (code {code}) before taking over. Last log lines:\n{logs[-1500:]}"
+        if cancel is not None and cancel.is_set():
+            return False, "cancelled"
+        if time.monotonic() > deadline:
+            return False, f"the new runtime did not load within {timeout:.0f} s. Last log lines:\n{logs[-1500:]}"
+        time.sleep(0.03)
 
 
 def _rollback(engine: "Engine", profile: RuntimeProfile, old_id: str | None, new_id: str | None,
@@ -237,7 +287,7 @@ def run_recover(engine: "Engine", profile: RuntimeProfile, progress: ProgressFn 
         rep.add("leftover", True, f"found {profile.previous_container_name} without a journal")
 
     finish = phase == "committed"
-    if not finish and new_id and phase in ("started", "unknown"):
+    if not finish and new_id and phase in ("handover", "started", "unknown"):
         info = engine._container(new_id)
         if info is not None:
             if not info["State"].get("Running") and phase == "unknown":

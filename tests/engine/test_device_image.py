@@ -62,6 +62,9 @@ def test_image_labels_user_and_contents(docker_client, device_images):
     assert "uid=10001(helio)" in text and "(video)" in text, text
     assert "No module named 'PySide6'" in text and "No module named 'docker'" in text, text
     assert "No such file" in text, text  # no GL libraries
+    # The entry point passes helio-runtime's arguments through, and the version stamp holds.
+    out = docker_client.containers.run(image.id, command=["--version"], network_mode="none", remove=True)
+    assert "helio-runtime 0.1.0" in out.decode(), out
 
 
 def test_real_runtime_in_device_image_update_and_rollback(engine, device_profile, device_images, video_source):
@@ -80,6 +83,8 @@ def test_real_runtime_in_device_image_update_and_rollback(engine, device_profile
     report = engine.update(profile, device_images["0.2.0"])
     assert report.success, report.summary()
     assert api(profile, "/api/status")["runtime_version"] == "0.2.0"
+    # The image supports handover: the new runtime loaded beside the old before it stopped.
+    assert any(s.name == "start new (handover)" and s.ok for s in report.steps), report.summary()
     stop_step = next(s for s in report.steps if s.name == "stop previous")
     assert stop_step.duration_s < 3, stop_step  # SIGTERM handled: no waiting out the timeout
 

@@ -48,6 +48,7 @@ def panel(qtbot, docker_engine, docker_client, busybox_image, session_labels, po
 
 
 def press(qtbot, panel, button, action, timeout=60000):
+    qtbot.waitUntil(button.isEnabled, timeout=10000)  # buttons follow the container's state
     with qtbot.waitSignal(panel.action_finished, timeout=timeout) as sig:
         button.click()
     assert sig.args[0] == action

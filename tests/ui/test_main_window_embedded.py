@@ -121,6 +121,7 @@ def test_stop_and_start_buttons_alarm_and_resume(qtbot, tmp_path):
         qtbot.waitUntil(lambda: feed.frames_painted >= 3, timeout=15000)
         win.roles.unlock(DEFAULT_PIN)
         win.control.skip_confirm = True
+        qtbot.waitUntil(win.control.btn_stop.isEnabled, timeout=5000)
         with qtbot.waitSignal(win.control.action_finished, timeout=15000) as sig:
             win.control.btn_stop.click()
         assert sig.args[:2] == ["stop", True], sig.args
@@ -130,6 +131,7 @@ def test_stop_and_start_buttons_alarm_and_resume(qtbot, tmp_path):
         assert win.banner.isVisible() and "RUNTIME DOWN" in win.banner.text.text()
         assert win.presenter.connection == "reconnecting"
         painted = feed.frames_painted
+        qtbot.waitUntil(win.control.btn_start.isEnabled, timeout=5000)  # enabled once seen stopped
         with qtbot.waitSignal(win.control.action_finished, timeout=30000) as sig:
             win.control.btn_start.click()
         assert sig.args[:2] == ["start", True], sig.args

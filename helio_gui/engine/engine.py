@@ -486,10 +486,13 @@ class Engine:
         if ignore.exists():
             exclude = [line.strip() for line in ignore.read_text().splitlines()
                        if line.strip() and not line.strip().startswith("#")]
+        buildargs = dict(buildargs or {})
+        if dockerfile == "Dockerfile.device":
+            buildargs = {**_device_build_defaults(context), **buildargs}
         report(progress, "build", f"Sending build context {context}", None)
         tarball = utils.tar(str(context), exclude=exclude, dockerfile=(dockerfile, None))
         params = {"t": tag, "dockerfile": dockerfile, "rm": 1, "forcerm": 1, "networkmode": network_mode,
-                  "buildargs": json.dumps(buildargs or {}), "labels": json.dumps(labels or {})}
+                  "buildargs": json.dumps(buildargs), "labels": json.dumps(labels or {})}
         image_id = None
         last_lines: list[str] = []
         with self._doing(f"building {tag}"):
@@ -757,6 +760,31 @@ def _parse_time(text: str) -> float:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         return 0.0
+
+
+def _device_build_defaults(context: Path) -> dict[str, str]:
+    """VERSION, RUNTIME_API and REVISION for Dockerfile.device, read from the context's sources,
+    so an image built from the GUI carries labels that match the code inside it."""
+    import re
+    import subprocess
+
+    out: dict[str, str] = {}
+    try:
+        text = (context / "helio_gui" / "__init__.py").read_text()
+        for key, pattern in (("VERSION", r'__version__ = "([^"]+)"'), ("RUNTIME_API", r'RUNTIME_API_VERSION = "([^"]+)"')):
+            match = re.search(pattern, text)
+            if match:
+                out[key] = match.group(1)
+    except OSError:
+        pass
+    try:
+        rev = subprocess.run(["git", "-C", str(context), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if rev.returncode == 0 and rev.stdout.strip():
+            out["REVISION"] = rev.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
 
 
 def _ts_key(ts: str) -> str:

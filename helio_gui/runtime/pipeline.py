@@ -11,6 +11,7 @@ import collections
 import concurrent.futures
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -85,6 +86,28 @@ def load_recipe_file(path: Path, source_kind: str | None = None) -> LoadedRecipe
     return build_recipe(text, _fmt_of(path), str(path), path.resolve().parent, source_kind)
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    """Replaces `path` atomically and fsyncs it, so a power loss leaves the old or the new file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some file systems cannot fsync a directory; the file itself is synced
+        pass
+
+
 class LatencyWindow:
     """Rolling capture-to-result latencies (seconds) with percentiles."""
 
@@ -154,13 +177,18 @@ class Runtime:
         text_path, meta_path = self._saved_recipe_paths
         if text_path.exists() and meta_path.exists():
             # A recipe PUT through the API outlives restarts when no recipe file is configured.
-            meta = json.loads(meta_path.read_text())
-            base = Path(meta["base_dir"]) if meta.get("base_dir") else None
+            # Either file may be damaged (power loss, a full disk): that must not crash-loop
+            # the runtime, so anything wrong falls back to the demo recipe with a warning.
             try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+                if not isinstance(meta, dict):
+                    raise ValueError("not a JSON object")
+                base = Path(meta["base_dir"]) if meta.get("base_dir") else None
                 return build_recipe(text_path.read_text(encoding="utf-8"), meta["format"], str(text_path),
                                     base, self.source_kind)
             except Exception as exc:
-                log.warning("the saved recipe %s is no longer valid (%s); using the demo recipe", text_path, exc)
+                log.warning("the saved recipe %s (with %s) cannot be used (%s); using the demo recipe. "
+                            "PUT /api/recipe again or start with --recipe", text_path, meta_path.name, exc)
         from helio_gui.runtime.config import demo_recipe
         return load_recipe_file(demo_recipe(), self.source_kind)
 
@@ -171,12 +199,15 @@ class Runtime:
         base = self.recipe.base_dir
         loaded = build_recipe(text, fmt, f"<PUT /api/recipe>", base, self.source_kind)
         text_path, meta_path = self._saved_recipe_paths
-        tmp = text_path.with_suffix(".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(text_path)
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"format": fmt, "base_dir": str(base) if base else None}))
-        tmp.replace(meta_path)
+        try:
+            _write_durably(text_path, text.encode("utf-8"))
+            _write_durably(meta_path, json.dumps({"format": fmt, "base_dir": str(base) if base else None})
+                           .encode("utf-8"))
+        except OSError as exc:
+            # Saved first, swapped second: a recipe that would be gone after a restart is refused.
+            raise StoreError(f"could not save the recipe in {self.data_dir}: {exc.strerror or exc}; "
+                             "free some space or make the data directory writable, then PUT it again. "
+                             "The running recipe was kept.") from exc
         with self._lock:
             self._pending_recipe = loaded
             self.recipe = loaded

@@ -1,0 +1,80 @@
+"""A new user's bad input against the real `helio-runtime` process: damaged data directories,
+full disks, hostile images and requests. Every case must give a clear error, keep running and
+lose nothing already stored. Uses the project's own demo clip, so it needs no shared data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helio_gui.runtime.config import resources_dir
+from tests.runtime.proc import RuntimeProcess
+
+DEMO = resources_dir() / "demo"
+DEMO_CLIP = DEMO / "demo_conveyor.mp4"
+DEMO_RECIPE = DEMO / "demo_recipe.toml"
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 4 MB tmpfs: a disk that fills up (needs root, as on the device and in CI)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True,
+                       capture_output=True, timeout=10)
+    except (subprocess.CalledProcessError, FileNotFoundError, PermissionError) as exc:
+        pytest.skip(f"cannot mount a small tmpfs to simulate a full disk: {exc}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10)
+
+
+def fill(path: Path) -> None:
+    """Fills the file system holding `path` to the last byte."""
+    fd = os.open(path / "ballast", os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (65536, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("meta", ["", '{"format": "toml", "base_d', "\x00\x00\x00"])
+def test_damaged_saved_recipe_meta_does_not_stop_the_start(tmp_path, port, meta):
+    """recipe.active.json cut short (power loss during a PUT) must not crash-loop the runtime."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "recipe.active").write_text(DEMO_RECIPE.read_text())
+    (data / "recipe.active.json").write_text(meta)
+    with RuntimeProcess(data, port, source=f"file:{DEMO_CLIP}?loop=1&paced=1") as proc:
+        proc.wait_healthy()
+        assert proc.status()["recipe"]["name"] == "demo-housings"
+        assert "recipe.active.json" in proc.log()  # the warning names the damaged file
+
+
+def test_recipe_put_on_a_full_disk_is_refused_clearly_and_the_old_recipe_runs(tiny_fs, port):
+    data = tiny_fs / "data"
+    with RuntimeProcess(data, port, source=f"file:{DEMO_CLIP}?loop=1&paced=1", recipe=DEMO_RECIPE) as proc:
+        proc.wait_healthy()
+        fill(tiny_fs)
+        new = DEMO_RECIPE.read_text().replace('version = "1"', 'version = "2"')
+        status, body = proc.json("PUT", "/api/recipe", new.encode(),
+                                 headers={"Content-Type": "application/toml"})
+        assert status == 503, body
+        assert "recipe" in body["error"] and "space" in body["error"], body
+        assert proc.json("GET", "/api/recipe")[1]["version"] == "1"
+        assert proc.status()["recipe"]["version"] == "1"
+        (tiny_fs / "ballast").unlink()
+        status, body = proc.json("PUT", "/api/recipe", new.encode(),
+                                 headers={"Content-Type": "application/toml"})
+        assert status == 200, body
+        assert json.loads((data / "recipe.active.json").read_text())["format"] == "toml"
+        assert proc.status()["recipe"]["version"] == "2"

@@ -13,15 +13,19 @@ log = logging.getLogger("helio_gui.runtime")
 
 
 def validate_recipe(path: str) -> int:
-    """Checks one recipe file: prints `file:line: field: message` lines and returns 1 on error."""
-    from helio_gui.vision.recipe import RecipeError, load_recipe
+    """Checks one recipe file: prints `file:line: field: message` lines and returns 1 on error.
+
+    It builds the tools exactly as the runtime does (reference images are loaded), so a recipe
+    that passes here also starts."""
+    from helio_gui.runtime.pipeline import load_recipe_file
+    from helio_gui.vision.recipe import RecipeError
 
     p = Path(path)
     if not p.is_file():
         print(f"{path}:0: : the file does not exist or is not a file", file=sys.stderr)
         return 1
     try:
-        recipe = load_recipe(p)
+        recipe = load_recipe_file(p).recipe
     except RecipeError as exc:
         print(str(exc), file=sys.stderr)
         return 1

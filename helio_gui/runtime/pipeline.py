@@ -51,8 +51,8 @@ def _fmt_of(path: Path) -> str:
 def build_recipe(text: str, fmt: str, source_name: str, base_dir: Path | None,
                  source_kind: str | None = None) -> LoadedRecipe:
     """Parses and builds a recipe; raises `RecipeError` (with issues) if anything is wrong."""
-    from helio_gui.vision.inspect import Inspector
-    from helio_gui.vision.recipe import RecipeError, RecipeIssue, parse_recipe
+    from helio_gui.vision.inspect import Inspector, ToolSetupError
+    from helio_gui.vision.recipe import RecipeError, RecipeIssue, parse_recipe, recipe_line
     from helio_gui.vision.trigger import PartTrigger
 
     recipe = parse_recipe(text, fmt=fmt, source_name=source_name, base_dir=base_dir)
@@ -60,6 +60,13 @@ def build_recipe(text: str, fmt: str, source_name: str, base_dir: Path | None,
         inspector = Inspector(recipe, base_dir=base_dir)
     except RecipeError:
         raise
+    except ToolSetupError as exc:
+        loc: tuple = ("tools",)
+        field = "tools"
+        if exc.index is not None:
+            loc = ("tools", exc.index) + ((exc.field,) if exc.field else ())
+            field = f"tools[{exc.index}]" + (f".{exc.field}" if exc.field else "")
+        raise RecipeError([RecipeIssue(source_name, recipe_line(text, fmt, loc), field, str(exc))]) from exc
     except Exception as exc:  # e.g. a reference image that cannot be read
         raise RecipeError([RecipeIssue(source_name, None, "tools", f"cannot build the inspector: {exc}")]) from exc
     trigger = PartTrigger(_trigger_config_for(recipe, source_kind))

@@ -27,7 +27,15 @@ class Inspector:
             recipe = recipe.model_copy()
             recipe.base_dir = str(base_dir)
         self.recipe = recipe
-        self.tools: list[Tool] = [build(cfg, recipe) for cfg in recipe.tools]
+        self.tools: list[Tool] = []
+        for i, cfg in enumerate(recipe.tools):
+            try:
+                self.tools.append(build(cfg, recipe))
+            except ToolSetupError as exc:
+                exc.index = i
+                raise
+            except Exception as exc:  # any other failure still names the tool it came from
+                raise ToolSetupError(f"tool {cfg.name!r}: cannot be set up: {exc}", index=i) from exc
 
     def inspect(self, frame: Frame, event: PartEvent | None = None) -> Inspection:
         """All tools on the part in `event` (or on the whole frame); a tool that raises is a FAIL

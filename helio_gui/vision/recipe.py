@@ -497,6 +497,16 @@ def parse_recipe(text: str, fmt: str = "toml", source_name: str = "<recipe>",
     return recipe
 
 
+def recipe_line(text: str, fmt: str, loc: tuple) -> int | None:
+    """The line of `text` (a TOML or YAML recipe) that holds the field at `loc`, e.g.
+    `("tools", 0, "reference")`; None when it cannot be found."""
+    try:
+        lines = _YamlLines(text) if fmt.lower().lstrip(".") in ("yaml", "yml") else _TomlLines(text)
+        return lines.line(tuple(loc))
+    except Exception:  # a line number is a courtesy; never let it hide the real error
+        return None
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Reads a `.toml`, `.yaml` or `.yml` recipe; relative paths in it resolve against its folder."""
     p = Path(path)

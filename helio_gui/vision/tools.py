@@ -45,7 +45,15 @@ def register_tool(type_name: str) -> Callable[[type[Tool]], type[Tool]]:
 
 
 class ToolSetupError(ValueError):
-    """A tool cannot be built (e.g. its reference image is missing); says what to do."""
+    """A tool cannot be built (e.g. its reference image is missing); says what to do.
+
+    `field` names the tool's setting at fault (e.g. "reference"); `index` is the tool's place in
+    the recipe (set by the `Inspector`), so the error can point at a line of the file."""
+
+    def __init__(self, message: str, *, field: str = "", index: int | None = None):
+        super().__init__(message)
+        self.field = field
+        self.index = index
 
 
 def build(cfg, recipe: Recipe) -> Tool:
@@ -242,7 +250,7 @@ class Template(Tool):
         ref = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         if ref is None:
             raise ToolSetupError(f"tool {cfg.name!r}: reference image {path} is missing or unreadable "
-                                 "(paths are relative to the recipe file)")
+                                 "(paths are relative to the recipe file)", field="reference")
         self.ref = self._prep(ref)
         self._ref_f = self.ref.astype(np.float32)
         self._win = cv2.createHanningWindow(self.ref.shape[::-1], cv2.CV_32F)

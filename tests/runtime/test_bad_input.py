@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helio_gui.runtime.config import resources_dir
-from tests.runtime.proc import RuntimeProcess
+from tests.runtime.proc import RuntimeProcess, runtime_command
 
 DEMO = resources_dir() / "demo"
 DEMO_CLIP = DEMO / "demo_conveyor.mp4"
@@ -78,3 +78,25 @@ def test_recipe_put_on_a_full_disk_is_refused_clearly_and_the_old_recipe_runs(ti
         assert status == 200, body
         assert json.loads((data / "recipe.active.json").read_text())["format"] == "toml"
         assert proc.status()["recipe"]["version"] == "2"
+
+
+def test_validate_recipe_agrees_with_the_start(tmp_path, port):
+    """A recipe whose template image is missing passed --validate-recipe but then stopped the
+    runtime from starting: validation builds the tools as the runtime does."""
+    import cv2
+    import numpy as np
+
+    recipe = tmp_path / "tmpl.toml"
+    recipe.write_text('name = "tmpl"\n\n[[tools]]\nname = "face"\ntype = "template"\n'
+                      'reference = "golden.png"\n')
+    out = subprocess.run(runtime_command() + ["--validate-recipe", str(recipe)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1, out
+    assert f"{recipe}:6: tools[0].reference: " in out.stderr and "golden.png" in out.stderr, out.stderr
+    with RuntimeProcess(tmp_path / "data", port, source=f"file:{DEMO_CLIP}", recipe=recipe) as proc:
+        assert proc.proc.wait(30) == 1
+        assert f"{recipe}:6: tools[0].reference" in proc.log()
+    cv2.imwrite(str(tmp_path / "golden.png"), np.full((40, 60), 128, np.uint8))
+    out = subprocess.run(runtime_command() + ["--validate-recipe", str(recipe)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "ok" in out.stdout, out

@@ -12,6 +12,7 @@ from .live import LivePanel
 from .presenter import RuntimePresenter
 from .roles import PinDialog, RoleModel
 from .theme import COLORS
+from .widgets import ElidedLabel
 from .workers import TaskRunner
 
 SCREENS = ("live", "stats", "runtime", "settings")
@@ -188,7 +189,7 @@ class MainWindow(QtWidgets.QMainWindow):
         lay.addWidget(title)
         lay.addSpacing(24)
         self.conn_dot = QtWidgets.QLabel("●")
-        self.conn_label = QtWidgets.QLabel("connecting…")
+        self.conn_label = ElidedLabel("connecting…")
         self.conn_label.setStyleSheet("font-size: 16px;")
         lay.addWidget(self.conn_dot)
         lay.addWidget(self.conn_label, 1)

@@ -64,9 +64,10 @@ class RuntimePresenter(QtCore.QObject):
         self.poll()
 
     def stop_streams(self) -> None:
+        if self.reader is not None:
+            self.reader.on_frame = None  # no notification may outlive the presenter
         for t in (self.reader, self.events):
             if t is not None:
-                t.on_frame = None if isinstance(t, MjpegReader) else None
                 t.stop(3.0)
         if self.events is not None:
             self._last_event_id = self.events.last_event_id

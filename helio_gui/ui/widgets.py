@@ -25,6 +25,28 @@ class Card(QtWidgets.QFrame):
         return w
 
 
+class ElidedLabel(QtWidgets.QLabel):
+    """One line that never widens its window: long text ends in "…" and shows whole as a tooltip."""
+
+    def __init__(self, text: str = "", parent=None):
+        super().__init__(text, parent)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(80)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt naming
+        super().setText(text)
+        self.setToolTip(text)
+
+    def paintEvent(self, ev) -> None:
+        from PySide6 import QtGui
+
+        p = QtGui.QPainter(self)
+        p.setPen(self.palette().color(self.foregroundRole()))
+        text = self.fontMetrics().elidedText(self.text(), QtCore.Qt.TextElideMode.ElideRight, self.width())
+        p.drawText(self.rect(), int(QtCore.Qt.AlignmentFlag.AlignVCenter | QtCore.Qt.AlignmentFlag.AlignLeft), text)
+        p.end()
+
+
 class BigNumber(Card):
     def __init__(self, title: str, value: str = "–", parent=None):
         super().__init__(title, parent)

@@ -25,7 +25,11 @@ def container_state(client, name):
 
 
 @pytest.fixture
-def panel(qtbot, docker_engine, docker_client, busybox_image, session_labels, port, tmp_path):
+def panel(qtbot, qapp, docker_engine, docker_client, busybox_image, session_labels, port, tmp_path):
+    from helio_gui.ui import theme
+
+    old_style = qapp.styleSheet()
+    theme.apply(qapp)  # styled like the app, for the screenshot
     v1 = build_fake_runtime(docker_client, busybox_image, "helio-test/fake-runtime:1.0.0", "1.0.0")
     profile = RuntimeProfile(name=f"gui{port}", image=v1, port=port, labels=dict(session_labels),
                              healthcheck=HealthCheckConfig(interval_s=0.5, timeout_s=2, retries=2, start_period_s=0.5),
@@ -38,6 +42,7 @@ def panel(qtbot, docker_engine, docker_client, busybox_image, session_labels, po
     qtbot.addWidget(p)
     p.skip_confirm = True
     yield p, backend, profile
+    qapp.setStyleSheet(old_style)
     p.shutdown()
     runner.shutdown()
     roles.shutdown()
@@ -55,7 +60,9 @@ def press(qtbot, panel, button, action, timeout=60000):
     return sig.args[1], sig.args[2]
 
 
-def test_buttons_start_stop_and_update_a_real_container(qtbot, panel, docker_client, busybox_image, tmp_path):
+def test_buttons_start_stop_and_update_a_real_container(qtbot, panel, docker_client, busybox_image, tmp_path,
+                                                       screenshot_dir):
+    (screenshot_dir / "gui").mkdir(exist_ok=True)
     p, backend, profile = panel
     name = profile.runtime_container_name
     # An operator's press does nothing.
@@ -93,6 +100,8 @@ def test_buttons_start_stop_and_update_a_real_container(qtbot, panel, docker_cli
     assert "2.0.0" in (c.image.tags[0] if c.image.tags else "") or c.labels.get("org.opencontainers.image.version") == "2.0.0"
     qtbot.waitUntil(lambda: p.fields["version"].text() == "2.0.0", timeout=15000)
     assert backend.profile.image.endswith("2.0.0")
+    p.resize(1090, 736)  # the page's area in a 1280x800 window
+    p.grab().save(str(screenshot_dir / "gui" / "runtime_docker_after_update.png"))
 
 
 def test_update_with_a_missing_file_fails_clearly_and_changes_nothing(qtbot, panel, docker_client, tmp_path):

@@ -64,6 +64,13 @@ def test_operator_cannot_control_engineer_can(qtbot, demo_runtime):
         assert not c.btn_update.isEnabled()  # embedded mode: updates need Docker
         win.roles.lock()
         assert not c.btn_stop.isEnabled()
+        # Logs view: the runtime's own log arrives (follow) and can be searched.
+        qtbot.waitUntil(lambda: "listening" in c.log_view.toPlainText(), timeout=10000)
+        c.search.setText("listening")
+        assert c.find_next() and "match" in c.search_status.text()
+        assert not c.follow.isChecked()  # a search pins the view
+        c.search.setText("no such text anywhere")
+        assert not c.find_next() and c.search_status.text() == "not found"
     finally:
         win.shutdown()
 

@@ -54,6 +54,9 @@ class SourceConfig(BaseModel):
     loop: bool | None = None  # None: files loop, folders do not
     paced: bool = True  # False: as fast as the consumer takes frames, none dropped (batch)
     rate: float = Field(default=2.0, gt=0, le=1000)  # folder images per second when paced
+    # Folder images above this many pixels are skipped before decoding: a small file can claim
+    # 30000x30000 pixels (a decompression bomb) and take a minute and gigabytes to decode.
+    max_pixels: int = Field(default=100_000_000, gt=0)
     # network options
     open_timeout_s: float = Field(default=5.0, gt=0, le=120)
     read_timeout_s: float = Field(default=2.0, gt=0, le=120)  # a hung stream is reopened after this
@@ -98,7 +101,7 @@ class SourceConfig(BaseModel):
         allowed = {
             "camera": {"width", "height", "fps", "fourcc"},
             "file": {"loop", "paced"},
-            "folder": {"loop", "paced", "rate"},
+            "folder": {"loop", "paced", "rate", "max_pixels"},
             "stream": {"open_timeout_s", "read_timeout_s"},
         }[kind]
         unknown = sorted(set(query) - allowed)
@@ -244,6 +247,11 @@ class _FolderReader:
                 self.skipped.setdefault(path.name, "not an image file (by extension)")
                 continue
             try:
+                size = image_size(path)
+                if size is not None and size[0] * size[1] > self.cfg.max_pixels:
+                    self.skipped.setdefault(path.name, f"too large: {size[0]}x{size[1]} pixels, over the "
+                                            f"limit of {self.cfg.max_pixels} (folder option max_pixels)")
+                    continue
                 data = np.fromfile(str(path), dtype=np.uint8)
                 img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
             except (OSError, cv2.error) as exc:
@@ -261,6 +269,95 @@ class _FolderReader:
 
     def close(self) -> None:
         pass
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from an image file's header without decoding it: PNG, JPEG, BMP, WebP,
+    TIFF, PGM/PPM. None when the header is not recognised (the decoder then decides)."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            return struct.unpack(">II", head[16:24])
+        if head[:2] == b"BM" and len(head) >= 26:
+            w, h = struct.unpack("<ii", head[18:26])
+            return abs(w), abs(h)
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            kind = head[12:16]
+            if kind == b"VP8 " and len(head) >= 30:
+                w, h = struct.unpack("<HH", head[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+            if kind == b"VP8L" and len(head) >= 25:
+                b = head[21:25]
+                return 1 + (((b[1] & 0x3F) << 8) | b[0]), 1 + (((b[3] & 0xF) << 10) | (b[2] << 2) | (b[1] >> 6))
+            if kind == b"VP8X" and len(head) >= 30:
+                return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+            return None
+        if head[:2] in (b"P5", b"P6", b"P2", b"P3"):
+            tokens = []
+            for line in head.split(b"\n")[:6]:
+                tokens += line.split(b"#")[0].split()
+            try:
+                return int(tokens[1]), int(tokens[2])
+            except (IndexError, ValueError):
+                return None
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            return _tiff_size(f, "<" if head[:2] == b"II" else ">")
+        if head[:2] == b"\xff\xd8":
+            return _jpeg_size(f)
+    return None
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    import struct
+
+    f.seek(2)
+    for _ in range(1000):  # segments; a real JPEG reaches its frame header within a few
+        b = f.read(1)
+        while b == b"\xff":
+            b = f.read(1)
+        if not b:
+            return None
+        marker = b[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue
+        raw = f.read(2)
+        if len(raw) < 2:
+            return None
+        length = struct.unpack(">H", raw)[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            sof = f.read(5)
+            if len(sof) < 5:
+                return None
+            h, w = struct.unpack(">HH", sof[1:5])
+            return w, h
+        f.seek(length - 2, 1)
+    return None
+
+
+def _tiff_size(f, order: str) -> tuple[int, int] | None:
+    import struct
+
+    f.seek(4)
+    (ifd,) = struct.unpack(order + "I", f.read(4))
+    f.seek(ifd)
+    raw = f.read(2)
+    if len(raw) < 2:
+        return None
+    (n,) = struct.unpack(order + "H", raw)
+    w = h = None
+    for _ in range(min(n, 500)):
+        entry = f.read(12)
+        if len(entry) < 12:
+            break
+        tag, typ = struct.unpack(order + "HH", entry[:4])
+        value = struct.unpack(order + ("H" if typ == 3 else "I"), entry[8:10] if typ == 3 else entry[8:12])[0]
+        if tag == 256:
+            w = value
+        elif tag == 257:
+            h = value
+    return (w, h) if w and h else None
 
 
 def _make_reader(cfg: SourceConfig):

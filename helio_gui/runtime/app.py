@@ -54,7 +54,9 @@ async def auth_and_errors(request: web.Request, handler):
         if not given:
             return error(401, "a token is required: send 'Authorization: Bearer TOKEN' (or ?token= for "
                               "stream viewers); it is in DATA_DIR/token unless one was configured")
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        # Header bytes that are not UTF-8 arrive as surrogates: compare them as bytes, never raise.
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                   token.encode("utf-8", "surrogateescape")):
             return error(401, "wrong token: use the runtime's token (DATA_DIR/token unless one was configured)")
     limit = request.app["max_body"]
     if request.content_length is not None and request.content_length > limit:
@@ -234,6 +236,8 @@ async def result_image(request: web.Request) -> web.Response:
         rid = int(request.match_info["id"])
     except ValueError:
         return error(400, f"result id {request.match_info['id']!r} is not a whole number")
+    if not 1 <= rid < 2**63:  # SQLite ids are signed 64-bit: anything else cannot exist
+        return error(404, f"no result {rid}: result ids are whole numbers from 1")
     jpeg = await _blocking(request.app[RUNTIME].store.image, rid)
     if jpeg is None:
         return error(404, f"no image kept for result {rid} (only rejects keep one, within the retention limit)")

@@ -100,3 +100,34 @@ def test_validate_recipe_agrees_with_the_start(tmp_path, port):
     out = subprocess.run(runtime_command() + ["--validate-recipe", str(recipe)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "ok" in out.stdout, out
+
+
+def _raw_http(port: int, request: bytes) -> tuple[int, bytes]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+def test_odd_requests_get_clear_json_errors_not_500(tmp_path, port):
+    with RuntimeProcess(tmp_path / "data", port, source=f"file:{DEMO_CLIP}?loop=1&paced=1",
+                        recipe=DEMO_RECIPE) as proc:
+        proc.wait_healthy()
+        # A token with bytes that are not UTF-8 gave 500 (the comparison raised).
+        status, body = _raw_http(port, b"GET /api/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                       b"Authorization: Bearer \xff\xfe\r\n\r\n")
+        assert status == 401 and "wrong token" in json.loads(body)["error"], body
+        # A result id beyond SQLite's integers gave 500 (OverflowError).
+        for rid in ("99999999999999999999999", "0", "-1"):
+            status, body = proc.json("GET", f"/api/results/{rid}/image")
+            assert status == 404 and ("no result" in body["error"] or "no image" in body["error"]), (rid, body)
+        assert "Traceback" not in proc.log(), proc.log()
+        assert proc.proc.poll() is None

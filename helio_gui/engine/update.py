@@ -206,7 +206,9 @@ def _wait_ready(engine: "Engine", container_id: str, timeout: float,
             info = engine._container(container_id)
         if HANDOVER_READY in logs:
             return True, f"loaded beside the current runtime in {time.monotonic() - start:.2f} s"
-        if info is None or not info["State"].get("Running"):
+        if info is None or not info["State"].get("Running") or info["State"].get("Restarting") \
+                or int(info.get("RestartCount", 0)) > 0:
+            # With a restart policy a crashing runtime is "running" again a moment later.
             code = (info or {}).get("State", {}).get("ExitCode")
             return False, f"the new runtime exited (code {code}) before taking over. Last log lines:\n{logs[-1500:]}"
         if cancel is not None and cancel.is_set():

@@ -100,3 +100,61 @@ def test_real_runtime_in_device_image_update_and_rollback(engine, device_profile
     t = time.monotonic()
     stopped = engine.stop(v2)
     assert time.monotonic() - t < 3 and stopped.exit_code in (0, 143), stopped
+
+
+def test_new_runtime_dying_during_handover_never_stops_the_old(engine, device_profile, device_images,
+                                                              docker_client, tmp_path):
+    # Same image, but its entry point dies at once: the old runtime must keep running untouched.
+    (tmp_path / "Dockerfile.device").write_text(
+        f"FROM {device_images['0.2.0']}\nLABEL org.opencontainers.image.version=0.4.0\n"
+        'ENTRYPOINT ["python", "-c", "raise SystemExit(\'missing camera driver\')"]\n')
+    engine.build_image(tmp_path, "helio-test/device:0.4.0-dies")
+    profile = device_profile
+    status = engine.start(profile)
+    ok, why = engine.wait_healthy(profile, status.container_id, profile.health_timeout_s)
+    assert ok, why
+    before = engine._container(profile.runtime_container_name)
+    report = engine.update(profile, "helio-test/device:0.4.0-dies")
+    assert report.rolled_back and not report.success, report.summary()
+    step = next(s for s in report.steps if s.name == "start new (handover)")
+    assert not step.ok and "exited" in step.message and "missing camera driver" in step.message
+    assert not any(s.name == "stop previous" for s in report.steps)
+    after = engine._container(profile.runtime_container_name)
+    assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
+    assert api(profile, "/api/status")["runtime_version"] == "0.1.0"
+    docker_client.images.remove("helio-test/device:0.4.0-dies", force=True)
+
+
+_UPDATER = r"""
+import os, signal, sys
+from helio_gui.engine import connect, RuntimeProfile
+engine = connect(sys.argv[1], state_dir=sys.argv[2])
+def progress(p):
+    if p.stage == "stop":  # handover: the new runtime is loaded beside the old one
+        os.kill(os.getpid(), signal.SIGKILL)
+engine.update(RuntimeProfile.load(sys.argv[3]), sys.argv[4], progress=progress)
+"""
+
+
+def test_updater_killed_during_handover_is_finished_by_recover(engine, device_profile, device_images,
+                                                               docker_engine, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    profile = device_profile
+    status = engine.start(profile)
+    ok, why = engine.wait_healthy(profile, status.container_id, profile.health_timeout_s)
+    assert ok, why
+    path = tmp_path / "profile.json"
+    profile.save(path)
+    proc = subprocess.run([sys.executable, "-c", _UPDATER, docker_engine.base_url, str(engine.state_dir), str(path),
+                           device_images["0.2.0"]], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.returncode == -9, proc.stderr
+    assert engine.journal(profile).read()["phase"] == "handover"
+    report = engine.recover(profile)
+    assert report.outcome == "finished", report.summary()
+    assert engine._container(profile.previous_container_name) is None
+    wait_for(lambda: engine.probe_runtime(profile)[0] and api(profile, "/api/status")["runtime_version"] == "0.2.0",
+             60, what="0.2.0 serving after the handover was finished")

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 # -- building blocks -------------------------------------------------------------------------------
 
@@ -86,6 +87,17 @@ class Tolerance(_Strict):
         return self.nominal + self.tolerance
 
 
+def _not_below(lower_name: str):
+    """A field validator: the field (an upper limit) must not be below `lower_name` (checked
+    before it), so a limit pair that can never be met is refused at the limit's own line."""
+    def check(cls, v, info: ValidationInfo):
+        low = info.data.get(lower_name)
+        if v is not None and low is not None and v < low:
+            raise ValueError(f"must not be below {lower_name} ({low:g}): no value could be within both limits")
+        return v
+    return check
+
+
 # -- tools -------------------------------------------------------------------------------------
 
 
@@ -101,6 +113,8 @@ class BlobTool(_ToolBase):
     max_count: int | None = Field(default=None, ge=0)
     defect: str = "missing_feature"
     too_many_defect: str | None = None  # defect when more than allowed (default: same as defect)
+
+    _max_area_ok = field_validator("max_area")(classmethod(_not_below("min_area")))
 
     @model_validator(mode="after")
     def _counts(self):
@@ -203,6 +217,8 @@ class LevelTool(_ToolBase):
     under_defect: str = "underfilled"
     defect: str = "underfilled"  # also used when no level is found at all
 
+    _max_level_ok = field_validator("max_level")(classmethod(_not_below("min_level")))
+
 
 class EdgeTool(_ToolBase):
     """Edge angle and position: in the ROI, the first foreground pixel of each column (or row)
@@ -220,6 +236,8 @@ class EdgeTool(_ToolBase):
     max_residual: float = Field(default=3.0, ge=0)
     defect: str = "misaligned"
     missing_defect: str = "edge_missing"
+
+    _max_position_ok = field_validator("max_position")(classmethod(_not_below("min_position")))
 
 
 ToolConfig = Annotated[
@@ -249,6 +267,8 @@ class TriggerConfig(_Strict):
     max_missed: int = Field(default=4, ge=0, le=100)  # frames a track survives unseen
     edge_margin: int = Field(default=3, ge=0)  # zone mode: px the box must stay inside the ROI
     pad: int = Field(default=8, ge=0)  # px added around the part box handed to the tools
+
+    _max_area_ok = field_validator("max_area")(classmethod(_not_below("min_area")))
 
     @field_validator("roi")
     @classmethod

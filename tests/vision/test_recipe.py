@@ -129,3 +129,19 @@ def test_missing_file_and_duplicate_tool_names(tmp_path):
     str(p.relative_to(REPO)) for p in (REPO / "examples" / "recipes").glob("*.*"))])
 def test_shipped_recipes_are_valid(path):
     load_recipe(REPO / path)
+
+
+@pytest.mark.parametrize("body,field,line", [
+    ('[[tools]]\nname = "a"\ntype = "blob"\nmin_area = 100\nmax_area = 10\n', "tools[0].max_area", 6),
+    ('[trigger]\nmin_area = 900\nmax_area = 50\n', "trigger.max_area", 4),
+    ('[[tools]]\nname = "a"\ntype = "level"\nmin_level = 0.8\nmax_level = 0.2\n', "tools[0].max_level", 6),
+    ('[[tools]]\nname = "a"\ntype = "edge"\nmin_position = 0.7\nmax_position = 0.1\n',
+     "tools[0].max_position", 6),
+])
+def test_limit_pairs_that_can_never_be_met_are_refused(body, field, line):
+    """min_area 100 with max_area 10 used to load, and the tool then failed every part."""
+    with pytest.raises(RecipeError) as info:
+        parse_recipe('name = "x"\n' + body, "toml", "r.toml")
+    issue = info.value.issues[0]
+    assert (issue.field, issue.line) == (field, line), issue
+    assert "must not be below" in issue.message

@@ -475,6 +475,32 @@ class _TomlLines:
         return None
 
 
+# A real recipe has a few hundred values. YAML aliases can make a few kB stand for billions of
+# them (each validated: hours of CPU and gigabytes), so the expanded size is bounded first.
+MAX_RECIPE_VALUES = 100_000
+
+
+def _expanded_size(root) -> int:
+    """How many values a composed YAML document holds with every alias expanded (memoised on
+    the shared nodes, so it is cheap however large the answer)."""
+    memo: dict[int, int] = {}
+
+    def size(node) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        memo[key] = 1  # a cycle (a recursive alias) counts once instead of looping
+        n = 1
+        if isinstance(node, yaml.SequenceNode):
+            n += sum(size(v) for v in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            n += sum(size(k) + size(v) for k, v in node.value)
+        memo[key] = n
+        return n
+
+    return 0 if root is None else size(root)
+
+
 def parse_recipe(text: str, fmt: str = "toml", source_name: str = "<recipe>",
                  base_dir: str | Path | None = None) -> Recipe:
     """Parses recipe text (`fmt` "toml" or "yaml"); raises `RecipeError` naming line and field."""
@@ -490,14 +516,27 @@ def parse_recipe(text: str, fmt: str = "toml", source_name: str = "<recipe>",
             m = re.search(r"line (\d+)", str(exc))
             raise RecipeError([RecipeIssue(source_name, int(m.group(1)) if m else None, "",
                                            f"TOML syntax error: {exc}")]) from None
+        except RecursionError:
+            raise RecipeError([RecipeIssue(source_name, None, "", "the TOML is nested far too deeply to be a "
+                                           "recipe (a recipe is a few levels deep)")]) from None
         lines = _TomlLines(text)
     else:
         try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            size = _expanded_size(root)
+            if size > MAX_RECIPE_VALUES:
+                raise RecipeError([RecipeIssue(source_name, None, "",
+                                               f"the recipe expands to {size if size < 10**12 else 'over 10^12'} "
+                                               f"values (YAML aliases?); at most {MAX_RECIPE_VALUES} are "
+                                               "allowed: write the values out or use fewer aliases")])
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise RecipeError([RecipeIssue(source_name, mark.line + 1 if mark else None, "",
                                            f"YAML syntax error: {getattr(exc, 'problem', exc)}")]) from None
+        except RecursionError:
+            raise RecipeError([RecipeIssue(source_name, None, "", "the YAML is nested far too deeply to be a "
+                                           "recipe (a recipe is a few levels deep)")]) from None
         lines = _YamlLines(text)
     if not isinstance(data, dict):
         raise RecipeError([RecipeIssue(source_name, 1, "", "a recipe is a table/mapping with name, trigger and tools")])

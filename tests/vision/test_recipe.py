@@ -145,3 +145,28 @@ def test_limit_pairs_that_can_never_be_met_are_refused(body, field, line):
     issue = info.value.issues[0]
     assert (issue.field, issue.line) == (field, line), issue
     assert "must not be below" in issue.message
+
+
+def test_alias_bombs_and_deep_nesting_are_refused_quickly():
+    """18 kB of YAML aliases stood for 9 million colour ranges: validation ran for minutes (a
+    1 MB PUT for hours) before the expanded size was bounded."""
+    import time
+
+    n = 3000
+    bomb = "\n".join(["r: &r {lower: [0, 0, 0], upper: [10, 10, 10]}",
+                      "h: &h [" + ", ".join(["*r"] * n) + "]",
+                      "t: &t {name: a, type: color_class, expected: w, classes: {w: *h}}",
+                      "name: x", "tools: [" + ", ".join(["*t"] * n) + "]"])
+    t0 = time.monotonic()
+    with pytest.raises(RecipeError, match="expands to .* values"):
+        parse_recipe(bomb, "yaml")
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(RecipeError, match="nested far too deeply"):
+        parse_recipe("name: x\ntools: " + "[" * 50000 + "]" * 50000, "yaml")
+    with pytest.raises(RecipeError, match="nested far too deeply"):
+        parse_recipe('name = "x"\nv = ' + "[" * 50000 + "]" * 50000, "toml")
+    # Aliases as people use them (a shared colour range) still work.
+    ok = parse_recipe("name: x\ntools:\n  - name: c\n    type: color_class\n    expected: w\n"
+                      "    classes: {w: [&white {lower: [0, 0, 150], upper: [179, 60, 255]}], v: [*white]}\n",
+                      "yaml")
+    assert ok.tools[0].classes["v"][0].lower == (0, 0, 150)

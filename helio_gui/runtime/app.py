@@ -146,6 +146,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "X-Accel-Buffering": "no"})
     await resp.prepare(request)
+
+    async def send(data: bytes) -> None:
+        # Every write is bounded: a client that stops reading (during the replay too) is dropped
+        # after WRITE_TIMEOUT_S and reconnects with Last-Event-ID, instead of holding a task forever.
+        await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT_S)
+
     # Subscribe before replaying so nothing stored in between is missed; duplicates are skipped.
     client = hub.subscribe()
     stopping = request.app[STOPPING]
@@ -155,13 +161,13 @@ async def events(request: web.Request) -> web.StreamResponse:
         # An id from another database (wiped data dir) would otherwise hide every new result.
         sent_up_to = min(sent_up_to, newest)
     try:
-        await resp.write(b"retry: 1000\n\n")
+        await send(b"retry: 1000\n\n")
         if last_id is not None:
             while True:
                 batch = await _blocking(lambda: runtime.store.results(after_id=sent_up_to, limit=500,
                                                                       oldest_first=True))
                 for item in batch:
-                    await resp.write(format_event("result", item, item["id"])[1])
+                    await send(format_event("result", item, item["id"])[1])
                     sent_up_to = item["id"]
                 if len(batch) < 500:
                     break
@@ -172,11 +178,11 @@ async def events(request: web.Request) -> web.StreamResponse:
             now = loop.time()
             if now >= next_status:
                 body = await _blocking(runtime.status)
-                await resp.write(format_event("status", body)[1])
+                await send(format_event("status", body)[1])
                 next_status = now + STATUS_INTERVAL_S
                 last_write = now
             elif now - last_write >= KEEPALIVE_S:
-                await resp.write(b": keepalive\n\n")
+                await send(b": keepalive\n\n")
                 last_write = now
             try:
                 msg = await asyncio.wait_for(client.queue.get(), max(0.01, next_status - loop.time()))
@@ -187,7 +193,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             eid, data = msg
             if eid is not None and eid <= sent_up_to:
                 continue
-            await asyncio.wait_for(resp.write(data), WRITE_TIMEOUT_S)
+            await send(data)
             if eid is not None:
                 sent_up_to = eid
             last_write = loop.time()

@@ -131,3 +131,35 @@ def test_odd_requests_get_clear_json_errors_not_500(tmp_path, port):
             assert status == 404 and ("no result" in body["error"] or "no image" in body["error"]), (rid, body)
         assert "Traceback" not in proc.log(), proc.log()
         assert proc.proc.poll() is None
+
+
+def test_sse_client_that_stops_reading_during_replay_is_freed(tmp_path, port):
+    """Replaying the store to a client that never reads blocked forever (no write timeout): one
+    stuck connection and hub subscription per such client."""
+    import socket
+
+    from helio_gui.runtime.store import ResultStore
+    from tests.runtime.test_store import make_inspection
+
+    data = tmp_path / "data"
+    store = ResultStore(data)
+    store._db.execute("PRAGMA synchronous=OFF")  # seeding only; the runtime reopens with FULL
+    big = {f"m{i}": 1234.5678 for i in range(150)}  # ~3 kB per event: the replay outgrows every buffer
+    for i in range(4000):
+        ins = make_inspection(i + 1, passed=True)
+        ins.tools[0].measurements.update(big)
+        store.add(ins)
+    store.close()
+    with RuntimeProcess(data, port, source=f"file:{DEMO_CLIP}?loop=1&paced=1", recipe=DEMO_RECIPE) as proc:
+        proc.wait_healthy()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        try:
+            s.sendall(f"GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {proc.token}\r\n"
+                      "Last-Event-ID: 0\r\n\r\n".encode())
+            proc.wait_until(lambda: proc.status()["event_clients"] == 1, 10, "the replaying client")
+            proc.wait_until(lambda: proc.status()["event_clients"] == 0, 15, "the stuck client to be freed")
+        finally:
+            s.close()
+        assert proc.proc.poll() is None

@@ -318,9 +318,20 @@ async def post_trigger(request: web.Request) -> web.Response:
     await _json_body(request)
     fut = request.app[RUNTIME].request_trigger()
     try:
-        result = await asyncio.wait_for(asyncio.wrap_future(fut), 5.0)
+        # shield: the timeout must not cancel an inspection that has already started (its result
+        # is being stored); only a trigger still waiting for its turn is withdrawn.
+        result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), 5.0)
     except asyncio.TimeoutError:
-        return error(504, "the inspection did not finish within 5 s; check /api/status")
+        if fut.cancel():
+            return error(504, "the trigger was not served within 5 s (too many at once, or the loop is "
+                              "busy); nothing was inspected or stored: check /api/status and trigger again")
+        try:  # it started just now: its result is being stored, so report it
+            result = await asyncio.wait_for(asyncio.wrap_future(fut), 5.0)
+        except asyncio.TimeoutError:
+            return error(504, "the inspection started but did not finish within 10 s; check /api/status "
+                              "and /api/results before triggering again")
+        except RuntimeError as exc:
+            return error(409, f"cannot inspect now: {exc}")
     except RuntimeError as exc:
         return error(409, f"cannot inspect now: {exc}")
     return web.json_response({"result": result})

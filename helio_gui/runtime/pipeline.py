@@ -240,7 +240,7 @@ class Runtime:
             pending = list(self._triggers)
             self._triggers.clear()
         for fut in pending:
-            if not fut.done():
+            if fut.set_running_or_notify_cancel():
                 fut.set_exception(RuntimeError("the runtime is stopping"))
 
     # -- external trigger ----------------------------------------------------------------------
@@ -256,19 +256,26 @@ class Runtime:
         active = self.recipe
         last_id = 0
         while not self._stop.is_set():
-            with self._lock:
-                if self._pending_recipe is not None:
-                    active, self._pending_recipe = self._pending_recipe, None
-                    log.info("recipe %s version %s is now running", active.recipe.name, active.recipe.version)
-            frame = self.capture.wait_frame(last_id, timeout=0.05)
-            if frame is not None:
-                if last_id and frame.frame_id > last_id + 1:
-                    self.frames_dropped += frame.frame_id - last_id - 1
-                last_id = frame.frame_id
-                self._last_frame, self._last_frame_mono = frame, frame.monotonic
-                self.slot.put(frame)
-                self._process(active, frame)
-            self._serve_triggers(active)
+            try:
+                with self._lock:
+                    if self._pending_recipe is not None:
+                        active, self._pending_recipe = self._pending_recipe, None
+                        log.info("recipe %s version %s is now running", active.recipe.name, active.recipe.version)
+                frame = self.capture.wait_frame(last_id, timeout=0.05)
+                if frame is not None:
+                    if last_id and frame.frame_id > last_id + 1:
+                        self.frames_dropped += frame.frame_id - last_id - 1
+                    last_id = frame.frame_id
+                    self._last_frame, self._last_frame_mono = frame, frame.monotonic
+                    self.slot.put(frame)
+                    self._process(active, frame)
+                self._serve_triggers(active)
+            except Exception as exc:
+                # The loop is the line: whatever went wrong with one frame, the next is inspected.
+                # (A dead loop thread left the API up, health failing and nothing counted.)
+                log.exception("inspection loop error")
+                self._error(f"inspection loop error: {exc}")
+                self._stop.wait(0.05)
 
     def _process(self, active: LoadedRecipe, frame: Any) -> None:
         try:
@@ -289,6 +296,8 @@ class Runtime:
                 if not self._triggers:
                     return
                 fut = self._triggers.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue  # the caller gave up (504) before its turn: it was told nothing is stored
             frame = self._last_frame
             if frame is None:
                 fut.set_exception(RuntimeError("no frame has arrived from the source yet"))

@@ -5,6 +5,7 @@ lose nothing already stored. Uses the project's own demo clip, so it needs no sh
 from __future__ import annotations
 
 import json
+import time
 import os
 import subprocess
 from pathlib import Path
@@ -163,3 +164,40 @@ def test_sse_client_that_stops_reading_during_replay_is_freed(tmp_path, port):
         finally:
             s.close()
         assert proc.proc.poll() is None
+
+
+def test_trigger_burst_neither_kills_the_loop_nor_stores_what_it_refused(tmp_path, port):
+    """1500 triggers at once: those not served within 5 s got 504, and the loop then crashed on
+    their cancelled futures (InvalidStateError): no frame was inspected again, health 503 forever."""
+    import asyncio
+
+    import aiohttp
+
+    recipe = tmp_path / "external.toml"
+    recipe.write_text(DEMO_RECIPE.read_text().replace('mode = "line"', 'mode = "external"'))
+    with RuntimeProcess(tmp_path / "data", port, source=f"file:{DEMO_CLIP}?loop=1&paced=1", recipe=recipe) as proc:
+        proc.wait_healthy()
+
+        async def burst(n: int) -> list:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                             headers={"Authorization": f"Bearer {proc.token}"}) as s:
+                async def one():
+                    async with s.post(proc.base + "/api/trigger", timeout=aiohttp.ClientTimeout(total=60)) as r:
+                        return r.status, await r.json()
+                return await asyncio.gather(*[one() for _ in range(n)])
+
+        answers = asyncio.run(burst(1500))
+        codes = [c for c, _ in answers]
+        assert set(codes) <= {200, 504}, set(codes)
+        assert 504 in codes, "the burst was served within 5 s: make it bigger to test refusals"
+        assert all("nothing was inspected" in b["error"] for c, b in answers if c == 504)
+        ok_ids = {b["result"]["id"] for c, b in answers if c == 200}
+        # Exactly the answered triggers were stored: a 504 is never counted behind the caller's back.
+        proc.wait_until(lambda: proc.json("GET", "/api/stats")[1]["total"] == len(ok_ids), 10,
+                        f"{len(ok_ids)} stored parts")
+        time.sleep(1.0)
+        assert proc.json("GET", "/api/stats")[1]["total"] == len(ok_ids)
+        # And the loop is alive: frames are still processed and a new trigger is served.
+        proc.wait_healthy(5)
+        assert proc.json("POST", "/api/trigger")[0] == 200
+        assert "InvalidStateError" not in proc.log() and "inspection loop error" not in proc.log()

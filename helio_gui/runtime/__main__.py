@@ -73,7 +73,7 @@ async def serve(runtime, cfg) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The `helio-runtime` entry point; returns the process exit code."""
-    from helio_gui.runtime.config import ConfigError, build_parser, config_from_args
+    from helio_gui.runtime.config import ConfigError, DataDirError, build_parser, config_from_args
 
     # Until the event loop takes over SIGTERM, a stop request during start-up still exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return validate_recipe(args.validate_recipe)
     try:
         cfg = config_from_args(args)
+    except DataDirError as exc:
+        print(f"helio-runtime: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"helio-runtime: {exc}", file=sys.stderr)
         return 2

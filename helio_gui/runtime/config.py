@@ -22,6 +22,10 @@ class ConfigError(ValueError):
     """A setting is invalid; the message says which and what is allowed."""
 
 
+class DataDirError(ConfigError):
+    """The data directory cannot be used (read-only, full, wrong kind of file); exit code 1."""
+
+
 @dataclass
 class RuntimeConfig:
     source: str
@@ -133,15 +137,20 @@ def resolve_token(args: argparse.Namespace, data_dir: Path) -> str:
             raise ConfigError(f"the token file {token_file} is empty")
         return value
     path = data_dir / "token"
-    if path.exists():
-        value = path.read_text().strip()
-        if value:
-            return value
-    value = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(value + "\n")
-    os.chmod(path, 0o600)
+    try:
+        if path.exists():
+            value = path.read_text().strip()
+            if value:
+                return value
+        value = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+        os.chmod(path, 0o600)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DataDirError(f"cannot read or create the token file {path}: {reason}; make the data "
+                           "directory writable (or fix that file), or pass --token / --token-file") from None
     return value
 
 
@@ -160,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
+        raise DataDirError(f"cannot create the data directory {data_dir}: {exc.strerror}") from None
     recipe = Path(args.recipe) if args.recipe else None
     if recipe is not None and not recipe.is_file():
         raise ConfigError(f"recipe file {recipe} does not exist; pass an existing TOML or YAML file")

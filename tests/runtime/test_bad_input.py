@@ -201,3 +201,22 @@ def test_trigger_burst_neither_kills_the_loop_nor_stores_what_it_refused(tmp_pat
         proc.wait_healthy(5)
         assert proc.json("POST", "/api/trigger")[0] == 200
         assert "InvalidStateError" not in proc.log() and "inspection loop error" not in proc.log()
+
+
+@pytest.fixture
+def read_only_dir(tiny_fs):
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], check=True, capture_output=True, timeout=10)
+    return tiny_fs
+
+
+@pytest.mark.parametrize("case", ["read-only", "token is a folder"])
+def test_unusable_data_dir_is_a_clear_exit_1(tmp_path, port, read_only_dir, case):
+    """A read-only data dir (or a folder where the token file goes) gave a traceback."""
+    data = read_only_dir if case == "read-only" else tmp_path / "data"
+    if case != "read-only":
+        (data / "token").mkdir(parents=True)
+    with RuntimeProcess(data, port, source=f"file:{DEMO_CLIP}", recipe=DEMO_RECIPE, token=None) as proc:
+        assert proc.proc.wait(30) == 1, proc.log()
+        log = proc.log()
+    assert "Traceback" not in log, log
+    assert f"{data / 'token'}" in log and "--token" in log, log

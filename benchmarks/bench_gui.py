@@ -130,6 +130,8 @@ def run_feed(app, jpegs, fps: float, seconds: float, warmup: float = 3.0, rss_ev
     latencies_decoded, latencies_received = [], []
 
     def on_painted(_fid):
+        if rss_every:
+            return  # the memory run keeps no growing per-frame lists of its own
         f = view.current_frame
         now = time.monotonic()
         latencies_decoded.append(now - f.decoded)
@@ -212,29 +214,8 @@ def cold_start(runs: int) -> list[float]:
     return times
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="footage to upscale to 1080p")
-    ap.add_argument("--seconds", type=float, default=15.0, help="measuring time per fps run")
-    ap.add_argument("--rss-minutes", type=float, default=0.5, help="minutes of the memory run (10 for the record)")
-    ap.add_argument("--cold-runs", type=int, default=3)
-    ap.add_argument("--skip-cold", action="store_true")
-    args = ap.parse_args()
-
-    if not os.environ.get("DISPLAY"):
-        os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    mp.set_start_method("fork")
-    jpegs = make_jpegs(args.video)
-    from PySide6 import QtWidgets
-
-    from helio_gui.ui import theme
-
-    app = QtWidgets.QApplication([])
-    theme.apply(app)
-    print(f"platform: {app.platformName()}, {os.cpu_count()} CPUs, source 1920x1080 JPEG "
-          f"(~{sum(map(len, jpegs)) // len(jpegs) // 1024} KiB/frame) from {args.video.name}")
-
-    r60 = run_feed(app, jpegs, 60.0, args.seconds)
+def run_rates(app, jpegs, seconds: float) -> None:
+    r60 = run_feed(app, jpegs, 60.0, seconds)
     print(f"\n1080p60: source {r60['source_fps']:.0f} fps, decoded {r60['decoded_fps']:.1f} fps, "
           f"painted {r60['painted_fps']:.1f} fps (target 60), dropped (latest wins) {r60['dropped']}")
     ld, lr = r60["lat_decoded_ms"], r60["lat_received_ms"]
@@ -242,25 +223,68 @@ def main() -> int:
           f"max {max(ld, default=float('nan')):.1f} ms (target <= 16.7 ms)")
     print(f"  received->painted (incl. JPEG decode): p50 {pct(lr, .5):.1f} ms, p95 {pct(lr, .95):.1f} ms")
     print(f"  GUI-thread CPU at 60 fps: {r60['gui_cpu_pct']:.1f} % of a core")
-
-    r30 = run_feed(app, jpegs, 30.0, args.seconds)
+    r30 = run_feed(app, jpegs, 30.0, seconds)
     print(f"\n1080p30: painted {r30['painted_fps']:.1f} fps, GUI-thread CPU {r30['gui_cpu_pct']:.1f} % of a core "
           f"(target <= 20 %)")
 
-    rm = run_feed(app, jpegs, 30.0, args.rss_minutes * 60, warmup=5.0, rss_every=5.0)
-    samples = rm["rss"]
-    if len(samples) >= 3:
-        base = samples[len(samples) // 10 or 1][1]  # after the first tenth: caches warmed
-        last = samples[-1][1]
-        peak = max(v for _, v in samples)
-        print(f"\nRSS over {args.rss_minutes:g} min at 1080p30: start {base / 2**20:.1f} MiB, end {last / 2**20:.1f} MiB, "
-              f"peak {peak / 2**20:.1f} MiB, change {100 * (last - base) / base:+.2f} % (target within 2 %)")
 
-    if not args.skip_cold:
+def run_rss(app, jpegs, minutes: float) -> None:
+    rm = run_feed(app, jpegs, 30.0, minutes * 60, warmup=5.0, rss_every=2.0)
+    samples = rm["rss"]
+    if len(samples) < 10:
+        print("\nRSS run too short for a figure (use --rss-minutes 1 or more)")
+        return
+    # Frames are 6 MB each, so single samples jump by whole frames; compare the medians of the
+    # first and last tenth of the run (after warm-up) for the trend, and report the spread.
+    vals = [v for _, v in samples]
+    tenth = max(3, len(vals) // 10)
+    first, last = statistics.median(vals[:tenth]), statistics.median(vals[-tenth:])
+    per_min = []
+    t0 = samples[0][0]
+    for m in range(int(minutes) + 1):
+        window = [v for t, v in samples if m * 60 <= t - t0 < (m + 1) * 60]
+        if window:
+            per_min.append(statistics.median(window) / 2**20)
+    print(f"\nRSS over {minutes:g} min at 1080p30: median first tenth {first / 2**20:.1f} MiB, last tenth "
+          f"{last / 2**20:.1f} MiB, change {100 * (last - first) / first:+.2f} % (target within 2 %); "
+          f"min {min(vals) / 2**20:.1f}, max {max(vals) / 2**20:.1f} MiB")
+    print("  per-minute medians (MiB): " + ", ".join(f"{v:.1f}" for v in per_min))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO, help="footage to upscale to 1080p")
+    ap.add_argument("--seconds", type=float, default=15.0, help="measuring time per fps run")
+    ap.add_argument("--rss-minutes", type=float, default=0.5, help="minutes of the memory run (10 for the record)")
+    ap.add_argument("--cold-runs", type=int, default=3)
+    ap.add_argument("--skip-cold", action="store_true")
+    ap.add_argument("--only-rss", action="store_true", help="only the memory run")
+    args = ap.parse_args()
+
+    if not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    mp.set_start_method("fork")
+    from helio_gui.ui.memory import tune_allocator
+
+    tuned = tune_allocator()  # as helio-gui does at start
+    jpegs = make_jpegs(args.video)
+    from PySide6 import QtWidgets
+
+    from helio_gui.ui import theme
+
+    app = QtWidgets.QApplication([])
+    theme.apply(app)
+    print(f"platform: {app.platformName()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"allocator tuned: {tuned}; source 1920x1080 JPEG "
+          f"(~{sum(map(len, jpegs)) // len(jpegs) // 1024} KiB/frame) from {args.video.name}")
+    if not args.only_rss:
+        run_rates(app, jpegs, args.seconds)
+    run_rss(app, jpegs, args.rss_minutes)
+    if not (args.skip_cold or args.only_rss):
         times = cold_start(args.cold_runs)
         print(f"\ncold start to first painted frame (embedded, demo footage): "
               + ", ".join(f"{t:.2f} s" for t in times)
-              + f"; median {statistics.median(times):.2f} s (target <= 1.5 s)")
+              + f"; median {statistics.median(times):.2f} s (target <= 1.5 s), load average {os.getloadavg()[0]:.1f}")
     return 0
 
 

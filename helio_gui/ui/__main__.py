@@ -122,6 +122,10 @@ def main(argv=None) -> int:
 def _run_gui(args, config, runtimes, backend, embedded, mode_text, size) -> int:
     from PySide6 import QtCore, QtWidgets
 
+    from .memory import tune_allocator
+
+    tune_allocator()
+
     from . import theme
     from .main_window import MainWindow
 

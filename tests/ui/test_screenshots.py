@@ -39,7 +39,8 @@ def test_every_screen_embedded_demo(xvfb_display, screenshot_dir, tmp_path, qapp
 
 
 def test_kiosk_operator_on_real_footage(xvfb_display, screenshot_dir, tmp_path, conveyor_video, qapp):
-    path = screenshot_dir / "gui" / "kiosk_live_real_footage.png"
-    run_gui(xvfb_display, ["--kiosk", "--source", f"file:{conveyor_video}", "--screenshot", str(path),
+    out = screenshot_dir / "gui" / "kiosk"
+    run_gui(xvfb_display, ["--kiosk", "--source", f"file:{conveyor_video}", "--screenshots", str(out),
                            "--screenshot-delay", "5"], tmp_path)
-    check_png(path)
+    for name in ("live", "stats", "runtime", "settings"):
+        check_png(out / f"{name}.png")

@@ -189,3 +189,17 @@ def test_leftover_previous_container_is_handled(engine, running_v1, fake_images,
     assert report.outcome == "finished", report.summary()
     assert engine._container(profile.previous_container_name) is None
     assert _serving_version(profile) == "2.0.0"
+
+
+def test_first_install_by_update_and_refused_missing_device(engine, profile, fake_images):
+    bad = profile.model_copy(update={"devices": ["/dev/video96"]})
+    report = engine.update(bad, fake_images["v1"])
+    assert report.outcome == "refused" and "/dev/video96" in report.steps[-1].message
+    assert engine.runtime_status(bad).state == "missing"
+    try:
+        report = engine.update(profile, fake_images["v1"])
+        assert report.success, report.summary()
+        assert _serving_version(profile) == "1.0.0"
+        assert engine.list_versions(report.profile)  # no rollback target yet, but listed
+    finally:
+        engine.remove(profile)

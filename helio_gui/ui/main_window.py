@@ -50,7 +50,7 @@ class MainWindow(QtWidgets.QMainWindow):
         body.setSpacing(0)
         nav = QtWidgets.QWidget()
         nav.setObjectName("NavBar")
-        nav.setFixedWidth(190 if not kiosk else 210)
+        nav.setFixedWidth(190)
         nlay = QtWidgets.QVBoxLayout(nav)
         nlay.setContentsMargins(0, 8, 0, 8)
         nlay.setSpacing(2)
@@ -115,7 +115,7 @@ class MainWindow(QtWidgets.QMainWindow):
                 from .settings import SettingsPanel
 
                 panel = SettingsPanel(self.presenter, self.runner, self.roles, self.config, self.backend,
-                                      alarm_config_changed=self._alarm_config_changed)
+                                      alarm_config_changed=self._alarm_config_changed, kiosk=self.kiosk)
             else:
                 raise ValueError(f"no page {key!r}")
             self._pages[key] = panel

@@ -43,7 +43,7 @@ class SettingsPanel(QtWidgets.QWidget):
     recipe_applied = QtCore.Signal(bool, str)
 
     def __init__(self, presenter, runner: TaskRunner, roles, config: GuiConfig, backend=None,
-                 alarm_config_changed=None, parent=None):
+                 alarm_config_changed=None, kiosk: bool = False, parent=None):
         super().__init__(parent)
         self.presenter, self.runner, self.roles, self.config, self.backend = presenter, runner, roles, config, backend
         self.alarm_config_changed = alarm_config_changed
@@ -130,7 +130,7 @@ class SettingsPanel(QtWidgets.QWidget):
         left.addStretch(1)
         lhost = QtWidgets.QWidget()
         lhost.setLayout(left)
-        lhost.setFixedWidth(400)
+        lhost.setFixedWidth(480 if kiosk else 400)
         outer.addWidget(lhost)
 
         rec = Card("Recipe")

@@ -55,22 +55,29 @@ def _set_arg_default(text: str, name: str, value: str) -> str:
     return new
 
 
+def set_source_version(ctx: Path, version: str) -> None:
+    """What a newer checkout brings: its own `__version__` (the engine derives VERSION from it)."""
+    init = ctx / "helio_gui" / "__init__.py"
+    text, n = re.subn(r'^__version__ = ".*"$', f'__version__ = "{version}"', init.read_text(), flags=re.M)
+    assert n == 1, "helio_gui/__init__.py has no __version__ line"
+    init.write_text(text)
+
+
 def device_context(dest: Path, base_image: str, version: str) -> Path:
-    """The repository's build context with a wheelhouse. The GUI's build passes no build args,
-    so the copy's Dockerfile.device gets the local Debian base and the version as defaults."""
+    """The repository's build context with a wheelhouse. No registry here, and the GUI's build
+    takes no base image: the copy's Dockerfile.device gets the local Debian base as its default."""
     ctx = device_build_context(dest)
-    text = (REPO / "Dockerfile.device").read_text()
-    for name, value in (("BASE_IMAGE", base_image), ("VERSION", version), ("REVISION", "e2e"),
-                        ("RUNTIME_API", RUNTIME_API_VERSION)):
-        text = _set_arg_default(text, name, value)
+    text = _set_arg_default((REPO / "Dockerfile.device").read_text(), "BASE_IMAGE", base_image)
     (ctx / "Dockerfile.device").write_text(text)
+    set_source_version(ctx, version)
     return ctx
 
 
 def make_v2_context(ctx: Path) -> str:
-    """v2: the same Dockerfile.device at version 0.2.0, plus a changed recipe default baked into
-    the image (HELIO_RECIPE). Returns the baked default's path inside the image."""
-    text = _set_arg_default((ctx / "Dockerfile.device").read_text(), "VERSION", "0.2.0")
+    """v2: the sources at version 0.2.0, plus a changed recipe default baked into the image
+    (HELIO_RECIPE). Returns the baked default's path inside the image."""
+    set_source_version(ctx, "0.2.0")
+    text = (ctx / "Dockerfile.device").read_text()
     default = "/opt/helio/share/heliovision/resources/recipes/default_v2.toml"
     baked = RECIPE.read_text().replace('name = "conveyor-housings"', 'name = "image-default-v2"')
     (ctx / "resources" / "recipes").mkdir(exist_ok=True)

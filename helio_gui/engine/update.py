@@ -298,7 +298,7 @@ def run_recover(engine: "Engine", profile: RuntimeProfile, progress: ProgressFn 
                 except Exception:
                     pass
             t = time.monotonic()
-            ok, why = engine.wait_healthy(new_profile, new_id, min(new_profile.health_timeout_s, 30.0), None, progress)
+            ok, why = engine.wait_healthy(new_profile, new_id, new_profile.health_timeout_s, None, progress)
             rep.add("health of new runtime", ok, why, t)
             finish = ok
     if finish:

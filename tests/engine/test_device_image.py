@@ -42,7 +42,7 @@ def device_profile(device_images, video_source, session_labels, port, docker_cli
         pass
 
 
-def test_image_labels_user_and_contents(docker_client, device_images):
+def test_image_labels_user_and_contents(docker_client, device_images, session_labels):
     image = docker_client.images.get(device_images["0.1.0"])
     labels = image.labels
     assert labels["org.opencontainers.image.version"] == "0.1.0"
@@ -57,13 +57,14 @@ def test_image_labels_user_and_contents(docker_client, device_images):
     out = docker_client.containers.run(
         image.id, entrypoint=["sh", "-c", "id; python -c 'import PySide6' 2>&1 | tail -1; "
                               "python -c 'import docker' 2>&1 | tail -1; ls /usr/lib/*/libGL* 2>&1 | head -1"],
-        network_mode="none", remove=True, labels={})
+        network_mode="none", remove=True, labels=dict(session_labels))
     text = out.decode()
     assert "uid=10001(helio)" in text and "(video)" in text, text
     assert "No module named 'PySide6'" in text and "No module named 'docker'" in text, text
     assert "No such file" in text, text  # no GL libraries
     # The entry point passes helio-runtime's arguments through, and the version stamp holds.
-    out = docker_client.containers.run(image.id, command=["--version"], network_mode="none", remove=True)
+    out = docker_client.containers.run(image.id, command=["--version"], network_mode="none", remove=True,
+                                       labels=dict(session_labels))
     assert "helio-runtime 0.1.0" in out.decode(), out
 
 
@@ -86,7 +87,8 @@ def test_real_runtime_in_device_image_update_and_rollback(engine, device_profile
     # The image supports handover: the new runtime loaded beside the old before it stopped.
     assert any(s.name == "start new (handover)" and s.ok for s in report.steps), report.summary()
     stop_step = next(s for s in report.steps if s.name == "stop previous")
-    assert stop_step.duration_s < 3, stop_step  # SIGTERM handled: no waiting out the timeout
+    # SIGTERM handled: no waiting out the 10 s timeout (about 0.3-0.9 s here; more on a loaded machine).
+    assert stop_step.duration_s < profile.stop_timeout_s - 2, stop_step
 
     # An image whose health check fails: rolled back automatically, 0.2.0 serves again.
     v2 = report.profile
@@ -99,7 +101,7 @@ def test_real_runtime_in_device_image_update_and_rollback(engine, device_profile
     # A clean stop: the runtime exits 0 on SIGTERM well inside the timeout.
     t = time.monotonic()
     stopped = engine.stop(v2)
-    assert time.monotonic() - t < 3 and stopped.exit_code in (0, 143), stopped
+    assert time.monotonic() - t < v2.stop_timeout_s - 2 and stopped.exit_code in (0, 143), stopped
 
 
 def test_new_runtime_dying_during_handover_never_stops_the_old(engine, device_profile, device_images,

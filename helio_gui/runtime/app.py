@@ -16,7 +16,7 @@ from aiohttp import web
 
 from helio_gui.runtime.broadcast import BOUNDARY, MjpegBroadcaster
 from helio_gui.runtime.events import EventHub, format_event, is_close
-from helio_gui.runtime.pipeline import Runtime, _fmt_of  # noqa: F401  (Runtime re-exported)
+from helio_gui.runtime.pipeline import Runtime, TriggerBusy, _fmt_of  # noqa: F401  (Runtime re-exported)
 from helio_gui.runtime.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,12 @@ async def post_shift(request: web.Request) -> web.Response:
 
 async def post_trigger(request: web.Request) -> web.Response:
     await _json_body(request)
-    fut = request.app[RUNTIME].request_trigger()
+    try:
+        fut = request.app[RUNTIME].request_trigger()
+    except TriggerBusy as exc:
+        return error(429, f"too many triggers at once: {exc}")
+    except RuntimeError as exc:
+        return error(409, f"cannot inspect now: {exc}")
     try:
         # shield: the timeout must not cancel an inspection that has already started (its result
         # is being stored); only a trigger still waiting for its turn is withdrawn.

@@ -140,7 +140,11 @@ class MjpegBroadcaster:
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
+        """Ends every viewer and the encoder thread (the slot is closed: no frame comes after)."""
         self._stop.set()
+        # Wakes the encoder at once: with capture already stopped it would sleep out its wait,
+        # and this join runs on the event loop during SIGTERM.
+        self.slot.close()
         with self._lock:
             viewers = list(self._viewers)
         for v in viewers:

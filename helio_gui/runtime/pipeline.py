@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 
 FRESH_FRAME_S = 3.0  # health: a real frame within this many seconds
 REJECT_JPEG_QUALITY = 85
+# Triggers are served between frames: a longer queue would starve the live line of frames for
+# seconds (a burst of 1500 stopped frame processing for the whole 5 s trigger timeout).
+MAX_PENDING_TRIGGERS = 64
+
+
+class TriggerBusy(RuntimeError):
+    """Too many external triggers are already waiting."""
 
 
 @dataclass
@@ -228,9 +235,10 @@ class Runtime:
 
     def stop(self, timeout: float = 0.6) -> None:
         """Stops the loop and the capture (releasing the device); stored results are committed."""
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
         self._stop.set()
         self.slot.close()
         if self._thread is not None:
@@ -245,9 +253,16 @@ class Runtime:
 
     # -- external trigger ----------------------------------------------------------------------
     def request_trigger(self) -> concurrent.futures.Future:
-        """Asks the loop to inspect the newest frame as one part; the future gets the result JSON."""
+        """Asks the loop to inspect the newest frame as one part; the future gets the result JSON.
+
+        Raises `TriggerBusy` when MAX_PENDING_TRIGGERS are already waiting."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
+            if self._stopped:
+                raise RuntimeError("the runtime is stopping")
+            if len(self._triggers) >= MAX_PENDING_TRIGGERS:
+                raise TriggerBusy(f"{len(self._triggers)} triggers are already waiting; the loop serves them "
+                                  "one part at a time, so trigger again once they are answered")
             self._triggers.append(fut)
         return fut
 
@@ -291,7 +306,8 @@ class Runtime:
         self._processed_times.append(now)
 
     def _serve_triggers(self, active: LoadedRecipe) -> None:
-        while True:
+        # Stop checks in between: a queue of triggers must not hold up SIGTERM (stop() fails the rest).
+        while not self._stop.is_set():
             with self._lock:
                 if not self._triggers:
                     return

@@ -400,7 +400,8 @@ class CaptureThread:
     States: connecting → live; stalled (no new frame / same frame for `stall_timeout_s`) →
     reconnecting (backoff 0.5 s doubling to 10 s); ended (file/folder done, no loop); failed
     (with `reason`; cameras and streams keep retrying, files and folders stop).
-    With `paced=False` on a file or folder no frame is dropped: the thread waits for the consumer.
+    A folder never drops an image (each is a part), nor does a file with `paced=False`: the thread
+    waits for the consumer.
     """
 
     def __init__(self, config: SourceConfig | str, *, stall_timeout_s: float = 1.0,
@@ -523,7 +524,9 @@ class CaptureThread:
                     log.exception("on_state callback failed")
 
     def _publish(self, img: np.ndarray, pos: int, name: str) -> bool:
-        lossless = not self.config.paced and self.config.kind in ("file", "folder")
+        # Each image of a folder is a part: pacing sets its rate, but one is never dropped for
+        # a newer one (at rate=200, 27 of 40 images were never inspected). Unpaced files too.
+        lossless = self.config.kind == "folder" or (not self.config.paced and self.config.kind == "file")
         with self._cond:
             if lossless:
                 while self._latest is not None and self._taken_id < self._latest.frame_id:

@@ -290,3 +290,27 @@ def test_sigterm_during_a_trigger_burst_exits_0_within_1_s(tmp_path, port):
         assert ok_ids and ok_ids <= store.all_ids()
     finally:
         store.close()
+
+
+def test_folder_faster_than_the_loop_inspects_every_image(tmp_path, port):
+    """A folder at rate=200 inspected 13 of 40 images: the other 27 parts were silently dropped
+    (latest frame wins is right for a camera, wrong when every image is a part)."""
+    import cv2
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    for i in range(40):
+        ok, img = cap.read()
+        assert ok
+        cv2.imwrite(str(folder / f"img{i:03d}.jpg"), img)
+    cap.release()
+    with RuntimeProcess(tmp_path / "data", port, source=f"folder:{folder}?rate=200&loop=0",
+                        recipe=DEMO_RECIPE) as proc:
+        proc.wait_up()
+        proc.wait_until(lambda: proc.status()["source"]["state"] == "ended", 30, "the folder to end")
+        proc.wait_until(lambda: proc.json("GET", "/api/stats")[1]["total"] >= 40, 5, "40 parts")
+        st = proc.status()
+        assert st["source"]["capture_dropped"] == 0 and st["frames_dropped"] == 0, st
+        names = [r["source_name"] for r in proc.json("GET", "/api/results?limit=100")[1]["items"]]
+        assert sorted(names) == sorted(f"img{i:03d}.jpg" for i in range(40))

@@ -152,9 +152,7 @@ class Gui:
         # Let the page lay out and paint before grabbing.
         self.qtbot.wait(700)
         assert self.win.grab().save(str(path)), path
-        # Height only: a long "runtime unreachable" message in the status strip widens the
-        # window (reported to the GUI package); the width is checked where that is fixed.
-        check_png(path, w=None)
+        check_png(path)  # 1280x800: nothing (a long alarm or connection message) widens the window
 
     def close(self) -> None:
         try:
@@ -329,7 +327,10 @@ def test_gui_builds_runs_updates_rolls_back_and_keeps_the_shift(
         assert "rollback" in shown and shown.index("rollback") > shown.index("health"), shown
         assert c.stage.text() == "Failed: update" and "restore previous" in c.result_line.text()
         assert gui.backend.profile.image == v2  # the profile in force is still v2
+        back_at = time.time()
         gui.wait_painting(20, timeout_s=60)  # the v2 feed is back by itself
+        # ... and counting again (the clip's first part is about 2 s in).
+        qtbot.waitUntil(lambda: any(r["ts"] > back_at for r in client.results(limit=5)["items"]), timeout=30000)
         assert client.status()["runtime_version"] == "0.2.0"
         qtbot.waitUntil(lambda: c.fields["version"].text() == "0.2.0", timeout=15000)
         qtbot.waitUntil(lambda: c.fields["state"].text() == "RUNNING", timeout=15000)
@@ -357,8 +358,9 @@ def test_gui_builds_runs_updates_rolls_back_and_keeps_the_shift(
         after_start = client.stats()
         results = all_results(client)
         runs = assert_each_part_once(results)
-        # v1, v2, v3 (briefly, before its health failed), v2 again, v2 after the restart.
-        assert len(runs) >= 4, [len(r) for r in runs]
+        # v1, v2, v2 again after the rollback (v3 may add a short run, and v2 after this restart
+        # another one once its first part comes by).
+        assert len(runs) >= 3, [len(r) for r in runs]
         # Nothing seen before the stop is lost: every result, the same, and the shift's counters.
         by_id = {r["id"]: r for r in results}
         assert all(by_id.get(r["id"]) == r for r in before), "results changed or vanished over the restart"

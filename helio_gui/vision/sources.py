@@ -487,12 +487,14 @@ class CaptureThread:
         """Counters and state for /api/status."""
         with self._cond:
             skipped = dict(self._reader.skipped) if isinstance(self._reader, _FolderReader) else {}
+            state = self.state
             return {
                 "spec": self.config.spec or self.config.path,
                 "kind": self.config.kind,
-                "state": self.state.value,
+                "state": state.value,
                 "reason": self.reason,
-                "fps_in": round(self._fps_in, 2),
+                # The rate of the last live spell would read as a healthy feed on a dead camera.
+                "fps_in": round(self._fps_in, 2) if state == SourceState.LIVE else 0.0,
                 "frames_captured": self._captured,
                 "frames_dropped": self._dropped,
                 "width": self._size[0],

@@ -261,6 +261,8 @@ def test_stream_that_hangs_is_reported_stalled_and_recovers():
             cam.mode = "hang"
             took = _wait_state(cap, {"stalled", "reconnecting", "failed"}, 3)
             assert took <= 1.6, took
+            # A dead feed must not show the rate it had while live (it showed 25.6 fps).
+            assert cap.stats()["fps_in"] == 0.0
             cam.mode = "live"
             _wait_state(cap, {"live"}, 10)
             assert cap.wait_frame(0, 2.0) is not None

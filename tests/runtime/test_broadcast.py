@@ -221,3 +221,18 @@ def test_slow_client_does_not_slow_others_and_vanished_client_is_freed(server):
     while server.viewer_count() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert server.viewer_count() == 0, "a vanished viewer was not freed within seconds"
+
+
+def test_nearby_qualities_share_one_encode(server):
+    """Viewers asking quality 81..89 shared no encode: each distinct value cost one per frame."""
+    results = []
+    threads = [threading.Thread(target=lambda q=q: results.append(read_parts(server.port, 20, f"fps=30&quality={q}")),
+                                name=f"q{q}") for q in range(81, 90)]
+    e0, f0 = server.broadcaster.encodes, server.broadcaster.frames_seen
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    e1, f1 = server.broadcaster.encodes, server.broadcaster.frames_seen
+    assert len(results) == 9
+    assert e1 - e0 <= 2 * (f1 - f0) + 2, (e1 - e0, f1 - f0)  # quality 80 and 90 only

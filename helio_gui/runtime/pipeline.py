@@ -180,6 +180,7 @@ class Runtime:
         self.inspect_errors = 0
         self.store_errors = 0
         self.last_error = ""
+        self.store_failing: str | None = None  # the last store attempt failed with this
 
     # -- recipe --------------------------------------------------------------------------------
     @property
@@ -350,8 +351,10 @@ class Runtime:
         except StoreError as exc:
             # Not stored means not reported: no client ever sees a result that could be lost.
             self.store_errors += 1
+            self.store_failing = str(exc)
             self._error(str(exc))
             return None
+        self.store_failing = None
         self.parts_inspected += 1
         self.result_latency.add(time.monotonic() - frame.monotonic)
         if self.on_result is not None:
@@ -377,6 +380,11 @@ class Runtime:
         if age > FRESH_FRAME_S:
             return False, {"ok": False, "reason": f"no frame for {age:.1f} s ({self.capture.reason or state_s})",
                            "source_state": state_s}
+        failing = self.store_failing
+        if failing is not None:
+            # Frames flow but parts are not being counted (a full disk): that is not ready.
+            return False, {"ok": False, "reason": f"results cannot be stored, parts are not counted: {failing}",
+                           "source_state": state_s, "frame_age_s": round(age, 3)}
         return True, {"ok": True, "frame_age_s": round(age, 3), "source_state": state_s}
 
     def fps_processed(self) -> float:

@@ -335,3 +335,23 @@ def test_concurrent_recipe_puts_leave_the_saved_and_the_running_recipe_equal(tmp
             assert proc.json("GET", "/api/recipe")[1]["version"] == running
             saved = (tmp_path / "data" / "recipe.active").read_text()
             assert f'version = "{running}"' in saved, running
+
+
+def test_full_disk_makes_health_fail_until_results_are_stored_again(tiny_fs, port):
+    """With the disk full every part failed to store (not counted) while health said ok."""
+    data = tiny_fs / "data"
+    recipe = tiny_fs.parent / "every.toml"  # every frame is a part: the disk fills at once
+    recipe.write_text(DEMO_RECIPE.read_text().replace('mode = "line"', 'mode = "every_frame"'))
+    with RuntimeProcess(data, port, source=f"file:{DEMO_CLIP}?loop=1&paced=1", recipe=recipe) as proc:
+        proc.wait_healthy()
+        before = proc.json("GET", "/api/stats")[1]["total"]
+        fill(tiny_fs)
+
+        def unhealthy():
+            status, body = proc.json("GET", "/api/health", token=None)
+            return status == 503 and "cannot be stored" in body["reason"] and body
+        body = proc.wait_until(unhealthy, 10, "health to report the store failure")
+        assert "full" in body["reason"] or "space" in body["reason"], body
+        assert proc.json("GET", "/api/stats")[1]["total"] >= before  # nothing stored was lost
+        (tiny_fs / "ballast").unlink()
+        proc.wait_healthy(10)

@@ -162,8 +162,12 @@ class DockerBackend:
         self.engine().restart(self.profile)
         return "runtime container restarted"
 
-    def update(self, source_kind: str, value: str, progress: ProgressFn | None = None, cancel=None) -> str:
-        """Gets the image (pull / load / build), then the engine's gated update with rollback."""
+    def update(self, source_kind: str, value: str, progress: ProgressFn | None = None, cancel=None,
+               base_image: str | None = None) -> str:
+        """Gets the image (pull / load / build), then the engine's gated update with rollback.
+
+        For a build, `base_image` (if given) is the BASE_IMAGE build arg: a local image, so the build
+        needs no registry; a `wheelhouse/` folder in the context makes pip install offline."""
         eng = self.engine()
         prog = self._adapt(progress)
         if not value:
@@ -183,7 +187,21 @@ class DockerBackend:
             if not (ctx / "Dockerfile.device").is_file():
                 raise ControlError(f"{ctx} has no Dockerfile.device; choose the project folder.")
             ref = f"helio-runtime:local-{time.strftime('%Y%m%d%H%M%S')}"
-            eng.build_image(str(ctx), ref, {}, progress=prog, cancel=cancel)
+            base_image = (base_image or "").strip()
+            try:
+                eng.build_image(str(ctx), ref, {"BASE_IMAGE": base_image} if base_image else {},
+                                progress=prog, cancel=cancel)
+            except Exception as exc:
+                if _is_cancel(exc):
+                    raise
+                if base_image:
+                    raise ControlError(f"{exc}\nIs the base image {base_image!r} on this engine? Load it first "
+                                       "(docker load -i base.tar); nothing was stopped.") from exc
+                # The default base is a registry image: on an air-gapped machine that is the failure.
+                raise ControlError(f"{exc}\nNo base image was given, so the build used Dockerfile.device's "
+                                   "default from a registry. Without a registry, set Base image to a local "
+                                   "image with python3 (and put wheels in wheelhouse/); nothing was "
+                                   "stopped.") from exc
         else:
             raise ControlError(f"unknown update source {source_kind!r}")
         report = eng.update(self.profile, ref, progress=prog, cancel=cancel)
@@ -227,6 +245,23 @@ class DockerBackend:
                 eng.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def wheelhouse_info(context: str) -> str:
+    """One line for the UI: whether the build context has a wheelhouse (an offline pip install)."""
+    if not context:
+        return ""
+    ctx = Path(context)
+    if not (ctx / "Dockerfile.device").is_file():
+        return f"{ctx} has no Dockerfile.device."
+    wheels = list((ctx / "wheelhouse").glob("*.whl")) if (ctx / "wheelhouse").is_dir() else []
+    if wheels:
+        return f"wheelhouse/ found ({len(wheels)} wheels): pip installs offline, no package index needed."
+    return "No wheelhouse/ in this folder: pip will need a package index (scripts/build-device-image --wheelhouse)."
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return type(exc).__name__ == "Cancelled"
 
 
 def _report_text(report, what: str) -> str:

@@ -44,6 +44,9 @@ class GuiConfig(BaseModel):
     engineer_pin_sha256: str = hash_pin(DEFAULT_PIN)
     auto_lock_s: float = Field(120.0, ge=10, le=3600)
     alarms: AlarmConfig = AlarmConfig()
+    # Runtime → Update → Build: the BASE_IMAGE build arg (a local image on an air-gapped
+    # machine); None keeps Dockerfile.device's default, a registry image.
+    build_base_image: str | None = None
 
     @classmethod
     def path(cls) -> Path:

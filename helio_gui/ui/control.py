@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from .backends import ControlError
+from .backends import ControlError, wheelhouse_info
 from .theme import COLORS
 from .widgets import Card, confirm, fmt_bytes, fmt_duration
 from .workers import TaskRunner
@@ -19,9 +20,11 @@ UPDATE_SOURCES = [("registry", "Registry reference", "e.g. registry.local/helio-
 class RuntimeControlPanel(QtWidgets.QWidget):
     action_finished = QtCore.Signal(str, bool, str)  # action, ok, message (tests wait on it)
 
-    def __init__(self, backend, runner: TaskRunner, roles, presenter=None, parent=None):
+    def __init__(self, backend, runner: TaskRunner, roles, presenter=None, config=None, parent=None):
+        """`config`: the GuiConfig that remembers the build's base image (saved when an update starts)."""
         super().__init__(parent)
         self.backend, self.runner, self.roles, self.presenter = backend, runner, roles, presenter
+        self.config = config
         self._busy = False
         self._cancel: threading.Event | None = None
         self._status_busy = False
@@ -80,12 +83,32 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         for key, text, _ in UPDATE_SOURCES:
             self.update_kind.addItem(text, key)
         self.update_value = QtWidgets.QLineEdit()
-        self.update_kind.currentIndexChanged.connect(
-            lambda i: self.update_value.setPlaceholderText(UPDATE_SOURCES[i][2]))
+        self.update_kind.currentIndexChanged.connect(self._kind_changed)
         self.update_value.setPlaceholderText(UPDATE_SOURCES[0][2])
+        self.update_value.textChanged.connect(self._show_wheelhouse)
         src.addWidget(self.update_kind)
         src.addWidget(self.update_value, 1)
         actions.layout_.addLayout(src)
+        # Build only: the base image (a local one on an air-gapped machine) and whether the
+        # context's wheelhouse/ makes pip offline.
+        self.build_row = QtWidgets.QWidget()
+        brow = QtWidgets.QGridLayout(self.build_row)
+        brow.setContentsMargins(0, 0, 0, 0)
+        blabel = QtWidgets.QLabel("Base image")
+        blabel.setProperty("role", "muted")
+        self.base_image = QtWidgets.QLineEdit((config.build_base_image or "") if config is not None else "")
+        self.base_image.setPlaceholderText("empty: Dockerfile.device's default (from a registry)")
+        self.base_image.setToolTip("A local image with python3 (e.g. loaded with docker load) so the build needs "
+                                   "no registry; passed as the BASE_IMAGE build arg.")
+        self.wheelhouse_line = QtWidgets.QLabel("")
+        self.wheelhouse_line.setProperty("role", "muted")
+        self.wheelhouse_line.setWordWrap(True)
+        brow.addWidget(blabel, 0, 0)
+        brow.addWidget(self.base_image, 0, 1)
+        brow.addWidget(self.wheelhouse_line, 1, 0, 1, 2)
+        brow.setColumnStretch(1, 1)
+        self.build_row.setVisible(False)
+        actions.add(self.build_row)
         prog = QtWidgets.QHBoxLayout()
         self.stage = QtWidgets.QLabel("Idle")
         self.stage.setMinimumWidth(160)
@@ -161,12 +184,31 @@ class RuntimeControlPanel(QtWidgets.QWidget):
             b.setEnabled(eng and can_update and not self._busy)
         self.update_kind.setEnabled(eng and can_update)
         self.update_value.setEnabled(eng and can_update)
+        self.base_image.setEnabled(eng and can_update)
         self.role_hint.setVisible(not eng)
         if eng and not can_update:
             self.role_hint.setText("Update and rollback replace a container image: they need Docker mode.")
             self.role_hint.setVisible(True)
         elif not eng:
             self.role_hint.setText("Operator: read-only. Unlock as engineer to control the runtime.")
+
+    def _kind_changed(self, i: int) -> None:
+        self.update_value.setPlaceholderText(UPDATE_SOURCES[i][2])
+        self.build_row.setVisible(UPDATE_SOURCES[i][0] == "build")
+        self._show_wheelhouse()
+
+    def _show_wheelhouse(self) -> None:
+        if self.update_kind.currentData() == "build":
+            self.wheelhouse_line.setText(wheelhouse_info(self.update_value.text().strip()))
+
+    def _remember_base_image(self, base: str) -> None:
+        if self.config is None or (self.config.build_base_image or "") == base:
+            return
+        self.config.build_base_image = base or None
+        try:
+            self.config.save()
+        except OSError as exc:
+            self.result_line.setText(f"Base image not saved in the settings: {exc}")
 
     def refresh(self) -> None:
         if self._status_busy:
@@ -249,7 +291,11 @@ class RuntimeControlPanel(QtWidgets.QWidget):
 
         fn = getattr(self.backend, action)
         if action == "update":
-            args = (self.update_kind.currentData(), self.update_value.text().strip(), progress, cancel)
+            kind, base = self.update_kind.currentData(), self.base_image.text().strip()
+            if kind == "build":
+                self._remember_base_image(base)
+                fn = functools.partial(fn, base_image=base or None)
+            args = (kind, self.update_value.text().strip(), progress, cancel)
         else:
             args = (progress, cancel)
         self.runner.run(fn, *args, on_done=lambda msg: self._finished(action, True, msg),

@@ -110,7 +110,7 @@ class MainWindow(QtWidgets.QMainWindow):
             elif key == "runtime":
                 from .control import RuntimeControlPanel
 
-                panel = RuntimeControlPanel(self.backend, self.runner, self.roles, self.presenter)
+                panel = RuntimeControlPanel(self.backend, self.runner, self.roles, self.presenter, self.config)
             elif key == "settings":
                 from .settings import SettingsPanel
 

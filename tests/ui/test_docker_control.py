@@ -113,3 +113,81 @@ def test_update_with_a_missing_file_fails_clearly_and_changes_nothing(qtbot, pan
     ok, msg = press(qtbot, p, p.btn_update, "update")
     assert not ok and "not a file" in msg
     assert container_state(docker_client, profile.runtime_container_name) == "running"
+
+
+def _air_gapped_context(dest, version: str):
+    """A Dockerfile.device whose default base is a registry image this machine cannot reach, and a
+    wheelhouse/ the build must see (the fake runtime stands in for the real one: the e2e test builds
+    the real device image)."""
+    from tests.engine.conftest import _FAKE_RUNTIME, _labels
+    from helio_gui import RUNTIME_API_VERSION
+
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "wheelhouse").mkdir()
+    (dest / "wheelhouse" / "helio_dummy-0.0.0-py3-none-any.whl").write_bytes(b"not a real wheel")
+    body = _FAKE_RUNTIME.format(base="${BASE_IMAGE}", api=RUNTIME_API_VERSION,
+                                labels=_labels(version, RUNTIME_API_VERSION))
+    body = body.replace("ARG VERSION\n", f"ARG VERSION={version}\nCOPY wheelhouse/ /wheels/\n"
+                        "RUN test -s /wheels/helio_dummy-0.0.0-py3-none-any.whl\n")
+    (dest / "Dockerfile.device").write_text("ARG BASE_IMAGE=registry.invalid/helio/python:3.11-slim\n" + body)
+    return dest
+
+
+def test_build_update_uses_the_base_image_field_and_remembers_it(qtbot, qapp, docker_engine, docker_client,
+                                                                 busybox_image, session_labels, port, tmp_path):
+    """Air-gapped: Update -> Build from Dockerfile.device with a local base image (the BASE_IMAGE
+    build arg) builds, swaps the container, and the field is kept in the GUI config; without it the
+    build fails saying what to do, and the running container is untouched."""
+    from helio_gui.ui.config import GuiConfig
+
+    v1 = build_fake_runtime(docker_client, busybox_image, "helio-test/fake-runtime:1.0.0", "1.0.0")
+    profile = RuntimeProfile(name=f"guib{port}", image=v1, port=port, labels=dict(session_labels),
+                             healthcheck=HealthCheckConfig(interval_s=0.5, timeout_s=2, retries=2, start_period_s=0.5),
+                             health_timeout_s=20, stop_timeout_s=5)
+    eng = connect(docker_engine.base_url, state_dir=tmp_path / "state")
+    backend = DockerBackend(profile, eng)
+    runner = TaskRunner()
+    roles = RoleModel(hash_pin(DEFAULT_PIN))
+    config = GuiConfig()
+    p = RuntimeControlPanel(backend, runner, roles, config=config)
+    qtbot.addWidget(p)
+    p.skip_confirm = True
+    built = []
+    try:
+        roles.unlock(DEFAULT_PIN)
+        press(qtbot, p, p.btn_start, "start")
+        ctx = _air_gapped_context(tmp_path / "ctx", "4.0.0")
+        p.update_kind.setCurrentIndex(p.update_kind.findData("build"))
+        p.update_value.setText(str(ctx))
+        assert p.build_row.isVisibleTo(p)
+        assert "wheelhouse/ found (1 wheels)" in p.wheelhouse_line.text()
+
+        # No base image: Dockerfile.device's registry default cannot be fetched here.
+        ok, msg = press(qtbot, p, p.btn_update, "update", timeout=120000)
+        assert not ok
+        assert "set Base image" in msg and "nothing was stopped" in msg, msg
+        assert container_state(docker_client, profile.runtime_container_name) == "running"
+        assert backend.profile.image == v1
+
+        p.base_image.setText(busybox_image)
+        ok, msg = press(qtbot, p, p.btn_update, "update", timeout=180000)
+        assert ok, msg
+        built.append(backend.profile.image)
+        c = docker_client.containers.get(profile.runtime_container_name)
+        assert c.labels.get("org.opencontainers.image.version") == "4.0.0"
+        assert backend.profile.image.startswith("helio-runtime:local-")
+        assert GuiConfig.load().build_base_image == busybox_image  # remembered across restarts
+        p2 = RuntimeControlPanel(backend, runner, roles, config=GuiConfig.load())
+        qtbot.addWidget(p2)
+        assert p2.base_image.text() == busybox_image
+        p2.shutdown()
+    finally:
+        p.shutdown()
+        runner.shutdown()
+        roles.shutdown()
+        try:
+            eng.remove(backend.profile)
+            for ref in built:
+                docker_client.images.remove(ref, force=True)
+        finally:
+            eng.close()

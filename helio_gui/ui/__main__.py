@@ -178,6 +178,7 @@ def _run_gui(args, config, runtimes, backend, embedded, mode_text, size) -> int:
                         _settle(app)
                         win.grab().save(os.path.join(args.screenshots, f"{key}.png"))
                 if args.screenshot:
+                    os.makedirs(os.path.dirname(os.path.abspath(args.screenshot)), exist_ok=True)
                     win.show_screen(args.screen)
                     _settle(app)
                     if not win.grab().save(args.screenshot):

@@ -33,6 +33,26 @@ def _decode_thumb(jpeg: bytes | None, width: int = 200):
     return img, cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA)
 
 
+TREND_MIN_SPAN_S = 10 * 60
+
+
+def trend_x_range(ts: list[float], shift_start: float | None, window_start: float | None, bucket_s: float,
+                  now: float) -> tuple[float, float]:
+    """The yield trend's time axis: from the shift's start (but no earlier than the runtime's bucket
+    window, the last hour) to now, at least 10 minutes wide, so a fresh shift fills it left to right
+    instead of showing one dot at the end of an empty hour. `ts` are the bucket starts with parts."""
+    left = now
+    if shift_start:
+        left = shift_start // bucket_s * bucket_s
+        if window_start is not None:
+            left = max(left, window_start)
+    if ts:
+        left = min(left, min(ts))
+    left -= bucket_s / 2
+    right = max([now, *ts]) + bucket_s / 2
+    return left, max(right, left + TREND_MIN_SPAN_S)
+
+
 class StatsPanel(QtWidgets.QWidget):
     def __init__(self, presenter: RuntimePresenter, runner: TaskRunner, roles, parent=None):
         super().__init__(parent)
@@ -169,12 +189,12 @@ class StatsPanel(QtWidgets.QWidget):
             self.pareto.getAxis("bottom").setTicks([[(i, k) for i, (k, _) in enumerate(defects)]])
             self.pareto.setXRange(-0.8, max(2, len(defects)) - 0.2, padding=0)
         buckets = [b for b in (s.get("buckets") or []) if b.get("total")]
+        shift = s.get("shift") or {}
         if buckets:
             self.trend_curve.setData([b["t"] for b in buckets], [100.0 * b["pass"] / b["total"] for b in buckets])
-            # Show at least the last hour, so a young shift does not zoom the time axis to seconds.
-            now = time.time()
-            self.trend.setXRange(min(buckets[0]["t"], now - 3600), now + 60, padding=0)
-        shift = s.get("shift") or {}
+        window = (s.get("buckets") or [{}])[0].get("t")
+        self.trend.setXRange(*trend_x_range([b["t"] for b in buckets], shift.get("started_at"), window,
+                                            float(s.get("bucket_s") or 60), time.time()), padding=0)
         if shift:
             started = shift.get("started_at")
             when = dt.datetime.fromtimestamp(started).strftime("%Y-%m-%d %H:%M") if started else "?"

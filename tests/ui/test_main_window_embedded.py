@@ -202,3 +202,24 @@ def test_no_display_gives_a_clear_message():
     proc = subprocess.run([sys.executable, "-m", "helio_gui.ui"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "needs a display" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_yield_trend_axis_fits_a_fresh_shift(qtbot, demo_runtime):
+    """A shift a few minutes old: the time axis spans minutes (from the first part to now), not
+    the hour the runtime's empty buckets cover, and every point is inside it."""
+    win = open_window(qtbot, demo_runtime)
+    try:
+        st = win.stats
+        qtbot.waitUntil(lambda: any(b.get("total") for b in win.presenter.last_stats.get("buckets") or []),
+                        timeout=20000)
+        st.show_stats(win.presenter.last_stats)
+        (left, right), (bottom, top) = st.trend.getViewBox().viewRange()
+        xs, _ys = st.trend_curve.getData()
+        now = time.time()
+        assert len(xs) >= 1
+        assert right - left <= 16 * 60, f"axis spans {(right - left) / 60:.0f} min for a shift minutes old"
+        assert right - left >= 5 * 60  # not zoomed to seconds either
+        assert left <= min(xs) and max(xs) <= right and left <= now <= right + 1
+        assert bottom <= 0 and top >= 100
+    finally:
+        win.shutdown()

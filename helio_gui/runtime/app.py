@@ -235,9 +235,20 @@ async def results(request: web.Request) -> web.Response:
 async def results_csv(request: web.Request) -> web.Response:
     since = _query_number(request, "since", None, 0, 1e11)
     until = _query_number(request, "until", None, 0, 1e11)
-    text = await _blocking(lambda: request.app[RUNTIME].store.csv(since=since, until=until))
-    return web.Response(text=text, content_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="results.csv"'})
+    chunks = request.app[RUNTIME].store.csv_chunks(since=since, until=until)
+    first = await _blocking(next, chunks)  # the header row; store errors still become a 503 here
+    # Streamed piece by piece: memory stays flat however many results there are.
+    resp = web.StreamResponse(headers={"Content-Type": "text/csv; charset=utf-8",
+                                       "Content-Disposition": 'attachment; filename="results.csv"'})
+    await resp.prepare(request)
+    try:
+        await asyncio.wait_for(resp.write(first.encode()), WRITE_TIMEOUT_S)
+        while (chunk := await _blocking(next, chunks, None)) is not None:
+            await asyncio.wait_for(resp.write(chunk.encode()), WRITE_TIMEOUT_S)
+        await resp.write_eof()
+    except (ConnectionError, asyncio.TimeoutError):
+        pass  # the client went away or stopped reading
+    return resp
 
 
 async def result_image(request: web.Request) -> web.Response:

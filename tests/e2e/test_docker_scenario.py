@@ -49,12 +49,6 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.realdata,
 
 
 # -- build contexts --------------------------------------------------------------------------
-def _set_arg_default(text: str, name: str, value: str) -> str:
-    new, n = re.subn(rf"^ARG {name}=.*$", f"ARG {name}={value}", text, flags=re.M)
-    assert n >= 1, f"Dockerfile.device has no ARG {name}"
-    return new
-
-
 def set_source_version(ctx: Path, version: str) -> None:
     """What a newer checkout brings: its own `__version__` (the engine derives VERSION from it)."""
     init = ctx / "helio_gui" / "__init__.py"
@@ -63,12 +57,10 @@ def set_source_version(ctx: Path, version: str) -> None:
     init.write_text(text)
 
 
-def device_context(dest: Path, base_image: str, version: str) -> Path:
-    """The repository's build context with a wheelhouse. No registry here, and the GUI's build
-    takes no base image: the copy's Dockerfile.device gets the local Debian base as its default."""
+def device_context(dest: Path, version: str) -> Path:
+    """The repository's build context (what .dockerignore lets through) with a wheelhouse/, as
+    `scripts/build-device-image --wheelhouse` leaves it: the build needs no package index."""
     ctx = device_build_context(dest)
-    text = _set_arg_default((REPO / "Dockerfile.device").read_text(), "BASE_IMAGE", base_image)
-    (ctx / "Dockerfile.device").write_text(text)
     set_source_version(ctx, version)
     return ctx
 
@@ -137,10 +129,16 @@ class Gui:
         assert sig.args[0] == action
         return sig.args[1], sig.args[2]
 
-    def update(self, kind: str, value: str, timeout_s: float):
+    def update(self, kind: str, value: str, timeout_s: float, base_image: str = ""):
         self.stages.clear()
         self.control.update_kind.setCurrentIndex(self.control.update_kind.findData(kind))
         self.control.update_value.setText(value)
+        if kind == "build":
+            # No registry here: the build's base is the local Debian image (the Base image field),
+            # and the context's wheelhouse/ keeps pip offline (the panel says so).
+            self.control.base_image.setText(base_image)
+            if base_image:
+                assert "wheelhouse/ found" in self.control.wheelhouse_line.text(), self.control.wheelhouse_line.text()
         return self.press(self.control.btn_update, "update", timeout_s)
 
     def wait_painting(self, n: int = 10, timeout_s: float = 30) -> None:
@@ -249,9 +247,9 @@ def test_gui_builds_runs_updates_rolls_back_and_keeps_the_shift(
         qtbot.waitUntil(lambda: c.fields["state"].text() == "MISSING", timeout=15000)
 
         # 2-3. Build from Dockerfile.device on the local Debian base, then start it (first install).
-        ctx = device_context(tmp_path / "ctx", debian_base_image, "0.1.0")
+        ctx = device_context(tmp_path / "ctx", "0.1.0")
         t = time.monotonic()
-        ok, msg = gui.update("build", str(ctx), timeout_s=900)
+        ok, msg = gui.update("build", str(ctx), timeout_s=900, base_image=debian_base_image)
         figures["build_and_first_start_s"] = time.monotonic() - t
         assert ok, msg
         built = [m for s, m in gui.stages if s == "build"]
@@ -292,7 +290,7 @@ def test_gui_builds_runs_updates_rolls_back_and_keeps_the_shift(
         image_default = make_v2_context(ctx)
         gui.wait_painting(5)
         t0 = time.monotonic()
-        ok, msg = gui.update("build", str(ctx), timeout_s=300)
+        ok, msg = gui.update("build", str(ctx), timeout_s=300, base_image=debian_base_image)
         assert ok, msg
         v2 = gui.backend.profile.image
         assert v2 != v1

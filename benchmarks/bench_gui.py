@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/bench_gui.py                 # short run (about 1 minute)
     .venv/bin/python benchmarks/bench_gui.py --rss-minutes 10  # the record run
+    .venv/bin/python benchmarks/bench_gui.py --full-decode     # without the reduced JPEG decode
 
 Figures (targets from issue 5):
   frames painted per second at 1080p60        target: every source frame (60)
@@ -91,8 +92,13 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+FEED_SIZES = {"main": (714, 712),  # the live page's single feed in a 1280x800 main window
+              "window": (1260, 780)}  # a bare FeedView filling a 1280x800 window (the older runs)
+OPTS = {"feed_size": FEED_SIZES["main"], "reduce": True}
+
+
 def run_feed(app, jpegs, fps: float, seconds: float, warmup: float = 3.0, rss_every: float = 0.0):
-    """Streams at `fps` into a FeedView in a 1280x800 window; returns the measured figures."""
+    """Streams at `fps` into a FeedView of OPTS["feed_size"]; returns the measured figures."""
     from PySide6 import QtCore, QtWidgets
 
     from helio_gui.client import MjpegReader
@@ -112,7 +118,8 @@ def run_feed(app, jpegs, fps: float, seconds: float, warmup: float = 3.0, rss_ev
     lay = QtWidgets.QVBoxLayout(win)
     view = FeedView("bench")
     lay.addWidget(view)
-    win.resize(1280, 800)
+    lay.setContentsMargins(0, 0, 0, 0)
+    view.setFixedSize(*OPTS["feed_size"])
     win.show()
     pending = [False]
 
@@ -127,6 +134,9 @@ def run_feed(app, jpegs, fps: float, seconds: float, warmup: float = 3.0, rss_ev
 
     bridge.frame_ready.connect(pull, QtCore.Qt.ConnectionType.QueuedConnection)
     reader = MjpegReader("127.0.0.1", port, "", on_frame=on_frame)
+    if OPTS["reduce"]:  # as the live page wires it: decode no more pixels than the view shows
+        reader.display_box = view.display_box()
+        view.display_box_changed.connect(lambda w, h: setattr(reader, "display_box", (w, h)))
     latencies_decoded, latencies_received = [], []
 
     def on_painted(_fid):
@@ -164,6 +174,7 @@ def run_feed(app, jpegs, fps: float, seconds: float, warmup: float = 3.0, rss_ev
         "decoded_fps": (reader.frames_decoded - d0) / dt,
         "painted_fps": (view.frames_painted - p0) / dt,
         "dropped": reader.frames_dropped - dr0,
+        "decoded_size": view.current_frame.image.shape[1::-1] if view.current_frame is not None else None,
         "gui_cpu_pct": 100.0 * (cpu1 - cpu0) / dt,
         "lat_decoded_ms": sorted(1000 * x for x in latencies_decoded),
         "lat_received_ms": sorted(1000 * x for x in latencies_received),
@@ -217,7 +228,8 @@ def cold_start(runs: int) -> list[float]:
 def run_rates(app, jpegs, seconds: float) -> None:
     r60 = run_feed(app, jpegs, 60.0, seconds)
     print(f"\n1080p60: source {r60['source_fps']:.0f} fps, decoded {r60['decoded_fps']:.1f} fps, "
-          f"painted {r60['painted_fps']:.1f} fps (target 60), dropped (latest wins) {r60['dropped']}")
+          f"painted {r60['painted_fps']:.1f} fps (target 60), dropped (latest wins) {r60['dropped']}; "
+          f"decoded at {r60['decoded_size']}")
     ld, lr = r60["lat_decoded_ms"], r60["lat_received_ms"]
     print(f"  GUI latency decoded->painted: p50 {pct(ld, .5):.1f} ms, p95 {pct(ld, .95):.1f} ms, "
           f"max {max(ld, default=float('nan')):.1f} ms (target <= 16.7 ms)")
@@ -259,7 +271,15 @@ def main() -> int:
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--only-rss", action="store_true", help="only the memory run")
+    ap.add_argument("--feed-size", default="main", help="the feed's size: main (its size on the live page "
+                    "of a 1280x800 window, 714x712), window (1260x780), or WxH")
+    ap.add_argument("--full-decode", action="store_true", help="always decode full size (no reduced JPEG decode)")
     args = ap.parse_args()
+    try:
+        OPTS["feed_size"] = FEED_SIZES.get(args.feed_size) or tuple(int(v) for v in args.feed_size.split("x"))
+    except ValueError:
+        ap.error("--feed-size: main, window, or WxH")
+    OPTS["reduce"] = not args.full_decode
 
     if not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
@@ -275,7 +295,8 @@ def main() -> int:
     app = QtWidgets.QApplication([])
     theme.apply(app)
     print(f"platform: {app.platformName()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
-          f"allocator tuned: {tuned}; source 1920x1080 JPEG "
+          f"allocator tuned: {tuned}; feed {OPTS['feed_size'][0]}x{OPTS['feed_size'][1]}, "
+          f"{'reduced' if OPTS['reduce'] else 'full'} decode; source 1920x1080 JPEG "
           f"(~{sum(map(len, jpegs)) // len(jpegs) // 1024} KiB/frame) from {args.video.name}")
     if not args.only_rss:
         run_rates(app, jpegs, args.seconds)

@@ -32,6 +32,55 @@ class StreamFrame:
     received: float  # time.monotonic() when the last byte arrived
     decoded: float  # time.monotonic() when decoding finished
     seq: int  # frames decoded by this reader so far (counts every one, for drop accounting)
+    # (width, height) of the frame as sent; larger than `image` when it was decoded reduced.
+    full_size: tuple[int, int] = (0, 0)
+
+    @property
+    def scale(self) -> float:
+        """`image` pixels per sent-frame pixel (1.0, 0.5, 0.25 or 0.125)."""
+        return self.image.shape[1] / self.full_size[0] if self.full_size[0] else 1.0
+
+
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+# Start-of-frame markers (baseline, extended, progressive, lossless...): not DHT/JPG/DAC.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header without decoding it, or None."""
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != 0xD8:
+        return None
+    i = 2
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        seg = (data[i + 2] << 8) | data[i + 3]
+        if marker in _SOF:
+            h = (data[i + 5] << 8) | data[i + 6]
+            w = (data[i + 7] << 8) | data[i + 8]
+            return (w, h) if w and h else None
+        i += 2 + seg
+    return None
+
+
+def reduction_for(full: tuple[int, int], box: tuple[int, int] | None) -> int:
+    """The largest JPEG scale-down (1, 2, 4 or 8) that still gives at least one image pixel per
+    display pixel when a `full`-sized frame is fitted into `box` (device pixels, zoom included)."""
+    if not box or not full[0] or not full[1] or box[0] <= 0 or box[1] <= 0:
+        return 1
+    fit = min(box[0] / full[0], box[1] / full[1])  # display pixels per frame pixel
+    for r, _flag in _REDUCED:
+        if fit * r <= 1.0:
+            return r
+    return 1
 
 
 class _StreamThread(threading.Thread):
@@ -169,6 +218,12 @@ class MjpegReader(_StreamThread):
         self.frames_dropped = 0
         self.bad_parts = 0
         self.last_frame_mono = 0.0
+        # The size the frame is shown at, in device pixels (zoom included), set by the view from
+        # any thread (a tuple swap is atomic). Frames are decoded reduced in the JPEG decoder when
+        # that loses nothing on screen: half the pixels cost about half the decode time. None:
+        # always full size.
+        self.display_box: tuple[int, int] | None = None
+        self.frames_reduced = 0
 
     def _query(self) -> str:
         q: dict[str, object] = {"overlay": int(self.overlay)}
@@ -241,7 +296,12 @@ class MjpegReader(_StreamThread):
                 jpeg = bytes(buf[:nxt]).rstrip(b"\r\n")
                 del buf[:nxt]
             received = time.monotonic()
-            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            full = jpeg_size(jpeg) or (0, 0)
+            r = reduction_for(full, self.display_box)
+            flag = dict(_REDUCED).get(r, cv2.IMREAD_COLOR)
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
+            if r > 1 and image is not None:
+                self.frames_reduced += 1
             if image is None:
                 self.bad_parts += 1  # a corrupt part is skipped, the stream goes on
                 continue
@@ -255,7 +315,9 @@ class MjpegReader(_StreamThread):
                 ts = time.time()
             self.frames_decoded += 1
             image.flags.writeable = False  # shared read-only with the GUI from here on
-            self._publish(StreamFrame(image, frame_id, ts, received, time.monotonic(), self.frames_decoded))
+            if not full[0]:
+                full = (image.shape[1], image.shape[0])
+            self._publish(StreamFrame(image, frame_id, ts, received, time.monotonic(), self.frames_decoded, full))
             got = True
         return got
 

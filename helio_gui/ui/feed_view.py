@@ -7,6 +7,7 @@ copy, and the view keeps the frame object (hence the buffer) alive as long as th
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ class FeedView(QtWidgets.QWidget):
 
     frame_painted = QtCore.Signal(int)  # frame id
     frozen_changed = QtCore.Signal(bool)
+    display_box_changed = QtCore.Signal(int, int)  # device pixels the frame is fitted into (zoom included)
 
     def __init__(self, title: str = "Feed", parent=None):
         super().__init__(parent)
@@ -166,6 +168,22 @@ class FeedView(QtWidgets.QWidget):
         y = (self.height() - dh) / 2 + self.pan.y()
         return QtCore.QRectF(x, y, dw, dh)
 
+    def display_box(self) -> tuple[int, int]:
+        """The device-pixel box a frame is fitted into, zoom included: the reader decodes no
+        more pixels than this shows."""
+        dpr = self.devicePixelRatioF()
+        return (int(math.ceil(self.width() * self.zoom * dpr)), int(math.ceil(self.height() * self.zoom * dpr)))
+
+    def _box_changed(self) -> None:
+        box = self.display_box()
+        if box != getattr(self, "_last_box", None):
+            self._last_box = box
+            self.display_box_changed.emit(*box)
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        self._box_changed()
+
     def zoom_at(self, factor: float, pos: QtCore.QPointF) -> None:
         """Zooms by `factor` keeping the image point under `pos` fixed."""
         new_zoom = max(1.0, min(12.0, self.zoom * factor))
@@ -175,10 +193,12 @@ class FeedView(QtWidgets.QWidget):
         self.zoom = new_zoom
         if self.zoom == 1.0:
             self.pan = QtCore.QPointF(0, 0)
+        self._box_changed()
         self.update()
 
     def reset_view(self) -> None:
         self.zoom, self.pan = 1.0, QtCore.QPointF(0, 0)
+        self._box_changed()
         self.update()
 
     def wheelEvent(self, ev: QtGui.QWheelEvent) -> None:
@@ -244,7 +264,9 @@ class FeedView(QtWidgets.QWidget):
         # Exact frame match, or the part's frames that follow closely (the part moves little).
         if frame.frame_id != ov.frame_id and time.monotonic() - ov.received > OVERLAY_HOLD_S:
             return
-        fw, fh = ov.frame_size if ov.frame_size[0] else frame.image.shape[1::-1]
+        # Result coordinates are in the sent frame's pixels, whatever size it was decoded at.
+        full = getattr(frame, "full_size", (0, 0))
+        fw, fh = ov.frame_size if ov.frame_size[0] else full if full[0] else frame.image.shape[1::-1]
         sx, sy = rect.width() / fw, rect.height() / fh
         font = p.font()
         font.setPixelSize(max(12, int(14 * min(2.0, self.zoom))))

@@ -27,6 +27,7 @@ class LivePanel(QtWidgets.QWidget):
             self.feeds.append(view)
             grid.addWidget(view, i // cols, i % cols)
             pres.frame_ready.connect(lambda p=pres, v=view: v.set_frame(p.take_frame()))
+            view.display_box_changed.connect(pres.set_display_box)
             pres.result_received.connect(view.set_overlay)
             pres.stream_changed.connect(lambda s, r, v=view: self._stream_state(v, s, r))
             pres.status_changed.connect(lambda st, v=view: self._status(v, st))

@@ -40,6 +40,7 @@ class RuntimePresenter(QtCore.QObject):
         self._stats_busy = False
         self._status_busy = False
         self._last_event_id: str | None = None
+        self._display_box: tuple[int, int] | None = None
         self.timer = QtCore.QTimer(self)
         self.timer.setObjectName(f"PresenterPoll:{name}")
         self.timer.setInterval(stats_interval_ms)
@@ -58,10 +59,17 @@ class RuntimePresenter(QtCore.QObject):
         self.events = EventStream(c.host, c.port, c.token, on_event=self._on_event_thread,
                                   on_state=self._on_events_state_thread, backoff=(0.1, 3.0),
                                   last_event_id=self._last_event_id, name=f"EventStream:{self.name}")
+        self.reader.display_box = self._display_box
         self.reader.start()
         self.events.start()
         self.timer.start()
         self.poll()
+
+    def set_display_box(self, w: int, h: int) -> None:
+        """The feed's on-screen size in device pixels: frames are decoded no larger than needed."""
+        self._display_box = (int(w), int(h)) if w > 0 and h > 0 else None
+        if self.reader is not None:
+            self.reader.display_box = self._display_box
 
     def stop_streams(self) -> None:
         if self.reader is not None:

@@ -100,6 +100,43 @@ def test_mjpeg_reader_decodes_real_frames_with_ids(port, jpegs, content_length):
         srv.stop()
 
 
+def test_jpeg_size_reads_the_header_of_real_frames(jpegs):
+    import cv2
+
+    from helio_gui.client.streams import jpeg_size, reduction_for
+
+    for j in jpegs[:5]:
+        img = cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)
+        assert jpeg_size(j) == (img.shape[1], img.shape[0])
+    assert jpeg_size(b"not a jpeg") is None and jpeg_size(jpegs[0][:40]) is None
+    assert reduction_for((1920, 1080), None) == 1
+    assert reduction_for((1920, 1080), (1920, 1080)) == 1
+    assert reduction_for((1920, 1080), (714, 712)) == 2  # the live page's feed: 960 wide still covers 714
+    assert reduction_for((1920, 1080), (400, 300)) == 4
+    assert reduction_for((1920, 1080), (1428, 1424)) == 1  # zoomed 2x: full size again
+
+
+def test_mjpeg_decodes_reduced_to_the_display_box(port, jpegs):
+    srv = TinyServer(port, jpegs, fps=60).start()
+    reader = MjpegReader("127.0.0.1", port, "tok")
+    w, h = 640, 360
+    reader.display_box = (w // 4, h // 4)  # a quarter-size view: decoded at a quarter
+    reader.start()
+    try:
+        assert wait_for(lambda: reader.frames_decoded >= 5), reader.reason
+        f = reader.take()
+        full_w, full_h = f.full_size
+        assert full_w == 640 and f.image.shape[1] == 160 and f.scale == 0.25
+        assert abs(f.image.shape[0] * 4 - full_h) < 4
+        reader.display_box = None  # zoomed in / no hint: full size from the next frame
+        seq = f.seq
+        assert wait_for(lambda: (g := reader.peek()) is not None and g.seq > seq + 1 and g.image.shape[1] == 640)
+        assert reader.frames_reduced >= 1
+    finally:
+        assert reader.stop(3.0)
+        srv.stop()
+
+
 def test_mjpeg_latest_wins_and_counts_drops(server):
     reader = MjpegReader("127.0.0.1", server.port, "tok")
     reader.start()

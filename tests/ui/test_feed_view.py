@@ -116,3 +116,43 @@ def test_zoom_keeps_point_under_cursor_and_pans(qtbot, real_frames):
     qtbot.mouseDClick(view, QtCore.Qt.MouseButton.LeftButton, pos=QtCore.QPoint(10, 10))
     assert view.zoom == 1.0
     view.shutdown()
+
+
+def test_reduced_decode_keeps_overlays_and_aspect_where_full_size_puts_them(qtbot, real_frames):
+    """A frame decoded at half size (its `full_size` says what was sent) fills the same rect and
+    gets its overlay at the same pixels as the full-size frame, including a result without
+    frame_size; the view reports the box it needs, and zoom raises it."""
+    import cv2
+
+    from helio_gui.client import StreamFrame
+
+    view = FeedView("Line 1")
+    qtbot.addWidget(view)
+    full = np.ascontiguousarray(real_frames[0])
+    h, w = full.shape[:2]
+    view.resize(w // 2, h // 2)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_layer("badges", False)
+    half = cv2.resize(full, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    box = [[100, 120], [300, 260]]
+    fail = QtGui.QColor(COLORS["fail"]).name()
+
+    def overlay_pixels(img, result_size):
+        now = time.monotonic()
+        view.set_frame(StreamFrame(img, 7, time.time(), now, now, 1, (w, h)))
+        view.set_overlay({"frame_id": 7, "verdict": "FAIL", "regions": [{"kind": "box", "points": box, "label": "",
+                                                                         "ok": False}], **result_size})
+        g = view.grab().toImage()
+        return {(x, y) for x in range(g.width()) for y in range(0, g.height(), 3) if g.pixelColor(x, y).name() == fail}
+
+    ref = overlay_pixels(full, {"frame_size": [w, h]})
+    assert ref, "the box was not drawn"
+    assert overlay_pixels(half, {"frame_size": [w, h]}) == ref
+    assert overlay_pixels(half, {}) == ref  # no frame_size: the frame's full size, not its decoded size
+    bw, bh = view.display_box()
+    assert (bw, bh) == (w // 2, h // 2) or view.devicePixelRatioF() != 1.0
+    with qtbot.waitSignal(view.display_box_changed, timeout=2000) as sig:
+        view.zoom_at(2.0, QtCore.QPointF(10, 10))
+    assert sig.args[0] >= 2 * bw - 1
+    view.shutdown()

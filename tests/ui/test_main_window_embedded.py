@@ -43,6 +43,8 @@ def test_live_view_paints_real_frames_and_shows_results(qtbot, demo_runtime):
         assert feed._overlay is not None and feed._overlay.frame_id >= 0
         qtbot.waitUntil(lambda: win.stats.n_total.value.text() not in ("–", "0"), timeout=10000)
         assert not feed.frozen and feed.painted_fps() > 5
+        # The reader knows the feed's on-screen size (it decodes no more pixels than that shows).
+        assert win.presenter.reader.display_box == feed.display_box()
         frame = feed.current_frame
         assert frame.image.shape[2] == 3 and frame.frame_id > 0
     finally:

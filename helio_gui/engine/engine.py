@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -135,6 +136,7 @@ class Engine:
         self._tls = tls_kwargs or {}
         self._timeout = timeout
         self._local = threading.local()
+        self._held = threading.local()  # runtime locks this thread holds (see _exclusive)
         self._clients: list[docker.DockerClient] = []
         self._clients_lock = threading.Lock()
         self._stats_cache: dict[str, tuple[RuntimeStats, dict]] = {}
@@ -178,6 +180,50 @@ class Engine:
             raise EngineError(f"Not found while {what}: {exc.explanation}", "") from exc
         except Exception as exc:
             raise translate(exc, self.base_url, what) from exc
+
+    @contextmanager
+    def _exclusive(self, profile: RuntimeProfile, what: str):
+        """One controller at a time per runtime container, across threads and processes (two
+        GUIs on one device): an flock beside the update journal, so its scope is the journal's.
+        Re-entrant within a thread; released by the kernel if the process dies."""
+        key = profile.runtime_container_name
+        held: dict = self._held.__dict__.setdefault("names", {})
+        if key in held:
+            held[key] += 1
+            try:
+                yield
+            finally:
+                held[key] -= 1
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / f"{key}.lock"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = {}
+                try:
+                    holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                except (OSError, ValueError):
+                    pass
+                since = time.strftime("%H:%M:%S", time.localtime(holder.get("since", time.time())))
+                raise EngineError(
+                    f"Another {holder.get('what', 'operation')} of the runtime {key} is in progress "
+                    f"(process {holder.get('pid', '?')}, since {since}); this {what} was refused.",
+                    "Wait for it to finish (its progress shows in the console that started it); "
+                    "nothing was changed.") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "what": what, "since": time.time()}).encode(), 0)
+            held[key] = 1
+            try:
+                yield
+            finally:
+                del held[key]
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def info(self) -> dict:
         """Engine version, API version, architecture; raises EngineError if too old."""
@@ -273,27 +319,59 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, profile: RuntimeProfile) -> RuntimeStatus:
-        """Start the runtime; create it from the profile if missing or if it no longer matches."""
+        """Start the runtime; create it from the profile if missing or if it no longer matches.
+
+        A container that no longer matches is replaced only once its successor is created and
+        started; if that fails the old one is put back as it was (the line keeps its runtime).
+        """
         profile.check_host()
-        with self._doing("starting the runtime"):
+        with self._exclusive(profile, "start"), self._doing("starting the runtime"):
             info = self._container(profile.runtime_container_name)
             if info is not None and self.mismatches(profile, info):
                 # The profile changed (or someone edited the container): recreate from the profile.
-                self.client.api.remove_container(info["Id"], force=True)
-                info = None
-            if info is None:
+                self._replace(profile, info)
+            elif info is None:
                 self._verify_present(profile.image)
                 container = self.client.containers.create(**profile.create_kwargs())
-                cid = container.id
+                self.client.api.start(container.id)
             else:
-                cid = info["Id"]
-            self.client.api.start(cid)
+                self.client.api.start(info["Id"])
         return self.runtime_status(profile)
+
+    def _replace(self, profile: RuntimeProfile, old: dict) -> None:
+        """Recreate the runtime from `profile`, keeping `old` aside (as `-previous`, which
+        recover() understands after a crash) until the new one has started."""
+        api = self.client.api
+        self._verify_present(profile.image)  # before anything is touched
+        was_running = bool(old["State"].get("Running"))
+        api.rename(old["Id"], profile.previous_container_name)
+        try:
+            new_id = self.client.containers.create(**profile.create_kwargs()).id
+        except Exception:
+            api.rename(old["Id"], profile.runtime_container_name)
+            raise
+        try:
+            if was_running:
+                api.stop(old["Id"], timeout=profile.stop_timeout_s)
+            api.start(new_id)
+        except Exception as exc:
+            # Put the old one back as it was; the caller gets the engine's reason.
+            for step in (lambda: api.remove_container(new_id, force=True),
+                         lambda: api.rename(old["Id"], profile.runtime_container_name),
+                         lambda: api.start(old["Id"]) if was_running else None):
+                try:
+                    step()
+                except Exception:
+                    pass
+            raise EngineError(f"The runtime could not be recreated from the profile: "
+                              f"{translate(exc, self.base_url).message}",
+                              "The previous container was put back; fix the profile and try again.") from exc
+        api.remove_container(old["Id"], force=True)
 
     def stop(self, profile: RuntimeProfile, timeout: float | None = None) -> RuntimeStatus:
         """Stop the runtime: SIGTERM, then SIGKILL after `timeout` s (the profile's by default)."""
         timeout = profile.stop_timeout_s if timeout is None else timeout
-        with self._doing("stopping the runtime"):
+        with self._exclusive(profile, "stop"), self._doing("stopping the runtime"):
             info = self._container(profile.runtime_container_name)
             if info is not None and info["State"].get("Running"):
                 # docker-py adds `timeout` to the HTTP read timeout, so a slow stop never
@@ -303,12 +381,13 @@ class Engine:
 
     def restart(self, profile: RuntimeProfile) -> RuntimeStatus:
         """Stop then start (recreating from the profile if it changed)."""
-        self.stop(profile)
-        return self.start(profile)
+        with self._exclusive(profile, "restart"):
+            self.stop(profile)
+            return self.start(profile)
 
     def remove(self, profile: RuntimeProfile) -> None:
         """Remove the runtime container (its image and data volume stay)."""
-        with self._doing("removing the runtime"):
+        with self._exclusive(profile, "removal"), self._doing("removing the runtime"):
             info = self._container(profile.runtime_container_name)
             if info is not None:
                 self.client.api.remove_container(info["Id"], force=True)
@@ -617,6 +696,10 @@ class Engine:
     def prune(self, profile: RuntimeProfile, keep: int = 0) -> list[str]:
         """Remove runtime images that are neither in use, the rollback image, the profile's image,
         used by any container, nor among the `keep` newest. Returns the removed image ids."""
+        with self._exclusive(profile, "prune"):
+            return self._prune(profile, keep)
+
+    def _prune(self, profile: RuntimeProfile, keep: int) -> list[str]:
         versions = self.list_versions(profile)
         with self._doing("pruning runtime images"):
             protected = {self._image_or_none(profile.image)["Id"]} if self._image_or_none(profile.image) else set()
@@ -648,10 +731,27 @@ class Engine:
         """
         from .update import run_update
 
-        return run_update(self, profile, image_ref, progress, cancel)
+        try:
+            lock = self._exclusive(profile, f"update to {image_ref}")
+            lock.__enter__()
+        except EngineError as exc:
+            # Refused like a bad image: a report, nothing stopped.
+            rep = UpdateReport(image=image_ref, outcome="refused", profile=profile)
+            rep.add("lock runtime", False, str(exc))
+            return rep
+        try:
+            return run_update(self, profile, image_ref, progress, cancel)
+        finally:
+            lock.__exit__(None, None, None)
 
-    def rollback(self, profile: RuntimeProfile, progress: ProgressFn | None = None) -> UpdateReport:
+    def rollback(self, profile: RuntimeProfile, progress: ProgressFn | None = None,
+                 cancel: threading.Event | None = None) -> UpdateReport:
         """Go back to the image the current runtime replaced (an update in reverse, equally gated)."""
+        with self._exclusive(profile, "rollback"):
+            return self._rollback(profile, progress, cancel)
+
+    def _rollback(self, profile: RuntimeProfile, progress: ProgressFn | None,
+                  cancel: threading.Event | None) -> UpdateReport:
         with self._doing("finding the rollback image"):
             info = self._container(profile.runtime_container_name)
         previous = ((info or {}).get("Config", {}).get("Labels") or {}).get(PREVIOUS_IMAGE_LABEL)
@@ -664,14 +764,15 @@ class Engine:
             raise EngineError(f"The previous image {previous[:19]} is no longer on this device.",
                               "Load or pull that version again.")
         tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
-        return self.update(profile, tags[0] if tags else previous, progress)
+        return self.update(profile, tags[0] if tags else previous, progress, cancel)
 
     def recover(self, profile: RuntimeProfile, progress: ProgressFn | None = None) -> UpdateReport | None:
         """Finish or roll back an update interrupted by a crash (journal, or a leftover
         `-previous` container). Returns None when there was nothing to recover."""
         from .update import run_recover
 
-        return run_recover(self, profile, progress)
+        with self._exclusive(profile, "recovery"):
+            return run_recover(self, profile, progress)
 
     # -- helpers used by update ------------------------------------------------------------
     def probe_runtime(self, profile: RuntimeProfile, timeout: float = 1.0) -> tuple[bool, str]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import docker.errors
 
 from .errors import EngineError, ImageRejected
+from .journal import PHASES
 from .profile import HANDOVER_LABEL, HANDOVER_READY, PREVIOUS_IMAGE_LABEL, RuntimeProfile
 from .progress import ProgressFn, report
 
@@ -85,6 +86,7 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
     journal.phase("begin", image_ref=image_ref, image_id=image["Id"], old_id=old_id,
                   profile=profile.model_dump(mode="json"), new_profile=new_profile.model_dump(mode="json"))
     new_id = None
+    committed = False
     try:
         # 3. Keep the old container as the previous one. The new one is created *before* the
         # old stops: the engine validates the request while the line still runs, and the
@@ -169,6 +171,7 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
 
         # 6. Point of no return.
         journal.phase("committed")
+        committed = True
         t = time.monotonic()
         _stage(progress, "commit", "Removing the previous container (its image is kept)", cancellable=False)
         with engine._doing("removing the previous container"):
@@ -188,6 +191,24 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
         rep.outcome = "cancelled"
         rep.rolled_back = True
         return rep
+    except EngineError as exc:
+        # The engine refused a step after the old runtime was touched (e.g. it cannot start the
+        # new container). Never leave the line without a runtime: undo, and say what happened.
+        rep.add("update step", False, str(exc))
+        if committed:
+            # The new runtime passed its gate; recover() finishes the clean-up (journal kept).
+            raise EngineError(f"The update to {image_ref} succeeded but its clean-up failed: {exc.message}",
+                              "The new runtime is running; the next start of the console finishes the "
+                              "clean-up.") from exc
+        if _rollback(engine, profile, old_id, new_id, rep, progress):
+            journal.clear()
+            rep.outcome, rep.rolled_back = "rolled_back", True
+            return rep
+        # Even the rollback failed (the engine may have gone): keep the journal for recover().
+        raise EngineError(f"The update to {image_ref} failed ({exc.message}) and the previous runtime "
+                          f"could not be restored yet.\n{rep.summary()}",
+                          "When the engine answers again, start the console (or Engine.recover) to "
+                          "put the previous runtime back; the update journal is kept.") from exc
 
 
 class _CancelledMidway(Exception):
@@ -258,7 +279,10 @@ def _rollback(engine: "Engine", profile: RuntimeProfile, old_id: str | None, new
         rep.add("restore previous", False, f"{exc}", t)
         return False
     t = time.monotonic()
-    ok, why = engine.wait_healthy(profile, old_id, profile.health_timeout_s, None, progress, stage="rollback")
+    try:
+        ok, why = engine.wait_healthy(profile, old_id, profile.health_timeout_s, None, progress, stage="rollback")
+    except EngineError as exc:
+        ok, why = False, str(exc)
     rep.add("previous healthy", ok, why, t)
     return ok
 
@@ -274,9 +298,23 @@ def run_recover(engine: "Engine", profile: RuntimeProfile, progress: ProgressFn 
     if entry is None and prev is None:
         return None
     api = engine.client.api
+    unreadable = ""
     if entry is not None:
-        old_profile = RuntimeProfile.model_validate(entry["profile"])
-        new_profile = RuntimeProfile.model_validate(entry["new_profile"])
+        try:
+            if not isinstance(entry, dict):
+                raise ValueError("not a JSON object")
+            if entry.get("phase") not in PHASES:
+                raise ValueError(f"unknown phase {entry.get('phase')!r}")
+            old_profile = RuntimeProfile.model_validate(entry["profile"])
+            new_profile = RuntimeProfile.model_validate(entry["new_profile"])
+        except Exception as exc:  # another version's journal, or damaged: never block recovery
+            kept = journal.set_aside("unreadable")
+            unreadable = (f"update journal unreadable ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}); "
+                          f"kept as {kept.name if kept else '?'}; recovering from the containers")
+            entry = None
+            if prev is None:
+                return None
+    if entry is not None:
         old_id, new_id, phase = entry.get("old_id"), entry.get("new_id"), entry.get("phase")
         if new_id is None and cur is not None and cur["Id"] != old_id:
             new_id = cur["Id"]  # created, but the crash came before the journal said so
@@ -286,7 +324,9 @@ def run_recover(engine: "Engine", profile: RuntimeProfile, progress: ProgressFn 
         old_profile = new_profile = profile
         old_id, new_id, phase = prev["Id"], (cur["Id"] if cur else None), "unknown"
         rep = UpdateReport(image=(cur or prev)["Config"].get("Image", ""), profile=profile)
-        rep.add("leftover", True, f"found {profile.previous_container_name} without a journal")
+        if unreadable:
+            rep.add("journal", False, unreadable)
+        rep.add("leftover", True, f"found {profile.previous_container_name} without a usable journal")
 
     finish = phase == "committed"
     if not finish and new_id and phase in ("handover", "started", "unknown"):

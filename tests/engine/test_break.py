@@ -1,0 +1,177 @@
+"""Trying to break engine control the way a factory engineer would: two updaters at once, an
+image whose container cannot start, a profile edited to a missing image, an old journal.
+Every test runs on the real private engine (busybox runtimes)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+import os
+
+import pytest
+
+from helio_gui.engine import EngineError, Progress
+
+from .conftest import http_json, wait_for
+
+pytestmark = pytest.mark.engine
+
+
+def _serving_version(profile) -> str:
+    return http_json(profile.base_url + "/api/status")["runtime_version"]
+
+
+@pytest.fixture
+def running_v1(engine, profile, docker_client):
+    engine.start(profile)
+    wait_for(lambda: engine.probe_runtime(profile)[0], 20, what="v1 serving")
+    yield profile
+    for info in engine.containers(profile):
+        docker_client.api.remove_container(info["Id"], force=True)
+
+
+def _derived_image(docker_client, base_tag: str, tag: str, extra: str) -> str:
+    """A runtime image built FROM one of ours with extra Dockerfile lines (cached by tag)."""
+    try:
+        docker_client.images.get(tag)
+        return tag
+    except Exception:
+        pass
+    dockerfile = f"FROM {base_tag}\n{extra}\n"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, network_mode="none")
+    return tag
+
+
+def _only_runtime_is(engine, profile, version: str) -> None:
+    names = sorted(c["Name"].lstrip("/") for c in engine.containers(profile))
+    assert names == [profile.runtime_container_name], names
+    assert engine.runtime_status(profile).state == "running"
+    wait_for(lambda: engine.probe_runtime(profile)[0], 20, what="runtime serving")
+    assert _serving_version(profile) == version
+    assert engine.journal(profile).read() is None
+
+
+def test_new_container_the_engine_cannot_start_is_rolled_back(engine, running_v1, fake_images, docker_client):
+    # The engine refuses to start it (its USER does not exist): an error *during* the update, after
+    # the old runtime stopped. It used to escape as an exception, leaving only a stopped
+    # `-previous` container and a never-started new one: the line had no runtime.
+    profile = running_v1
+    bad = _derived_image(docker_client, fake_images["v2"], "helio-test/fake-runtime:bad-user", "USER nosuchuser")
+    report = engine.update(profile, bad)
+    assert report.outcome == "rolled_back" and report.rolled_back and not report.success, report.summary()
+    failed = [s for s in report.steps if not s.ok]
+    assert failed and "nosuchuser" in failed[0].message, report.summary()
+    assert report.profile.image == fake_images["v1"]
+    _only_runtime_is(engine, profile, "1.0.0")
+
+
+def test_start_with_profile_changed_to_a_missing_image_keeps_the_runtime(engine, running_v1):
+    # start() recreates a container that no longer matches the profile; it used to remove the
+    # running one first and only then find that the new image is not on the device.
+    profile = running_v1
+    before = engine._container(profile.runtime_container_name)
+    edited = profile.model_copy(update={"image": "helio-test/fake-runtime:not-on-this-device"})
+    with pytest.raises(EngineError, match="not on this device") as err:
+        engine.start(edited)
+    assert "nothing was stopped" in str(err.value)
+    after = engine._container(profile.runtime_container_name)
+    assert after is not None and after["Id"] == before["Id"] and after["State"]["Running"]
+    assert _serving_version(profile) == "1.0.0"
+
+
+# A second updater in its own process (a second GUI on the same device).
+_SECOND = r"""
+import json, sys
+from helio_gui.engine import connect, RuntimeProfile, EngineError
+base_url, state_dir, profile_path, image = sys.argv[1:5]
+engine = connect(base_url, state_dir=state_dir)
+profile = RuntimeProfile.load(profile_path)
+out = {}
+try:
+    out["update"] = engine.update(profile, image).summary()
+except EngineError as exc:
+    out["update_error"] = str(exc)
+for op in ("recover", "stop", "rollback"):
+    try:
+        getattr(engine, op)(profile)
+        out[op] = "ran"
+    except EngineError as exc:
+        out[op] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_second_updater_is_refused_while_an_update_runs(engine, running_v1, fake_images, docker_engine, tmp_path):
+    # Without a lock the second process saw the first one's journal, took it for a crashed
+    # update and rolled it back (or both fought over the containers).
+    profile = running_v1
+    profile_path = tmp_path / "profile.json"
+    profile.save(profile_path)
+    in_gate, release = threading.Event(), threading.Event()
+    result: dict = {}
+
+    def progress(p: Progress) -> None:
+        if p.stage == "health" and not in_gate.is_set():
+            in_gate.set()
+            release.wait(60)
+
+    def first() -> None:
+        try:
+            result["report"] = engine.update(profile, fake_images["v2"], progress=progress)
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            result["error"] = exc
+
+    worker = threading.Thread(target=first, name="first-updater")
+    worker.start()
+    try:
+        assert in_gate.wait(60), "the first update never reached its health gate"
+        proc = subprocess.run(
+            [sys.executable, "-c", _SECOND, docker_engine.base_url, str(engine.state_dir), str(profile_path),
+             fake_images["broken"]],
+            capture_output=True, text=True, timeout=120, cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    finally:
+        release.set()
+        worker.join(timeout=120)
+    assert not worker.is_alive()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    second = json.loads(proc.stdout.strip().splitlines()[-1])
+    text = second.get("update", "") + second.get("update_error", "")
+    assert "refused" in text and "in progress" in text, second
+    for op in ("recover", "stop", "rollback"):
+        assert "in progress" in second[op], (op, second)
+    assert "error" not in result, result.get("error")
+    report = result["report"]
+    assert report.success and report.outcome == "updated", report.summary()
+    _only_runtime_is(engine, report.profile, "2.0.0")
+
+
+@pytest.mark.parametrize("damage", ["old-version", "not-an-object", "half-written"])
+def test_journal_from_an_older_version_or_damaged_never_blocks_recovery(engine, running_v1, fake_images,
+                                                                         docker_client, damage):
+    # A crashed update (old renamed and stopped, no new one) plus a journal this version cannot
+    # read: recover() used to raise a raw ValidationError/KeyError, and so did every later update.
+    profile = running_v1
+    old = engine._container(profile.runtime_container_name)
+    docker_client.api.rename(old["Id"], profile.previous_container_name)
+    docker_client.api.stop(old["Id"], timeout=2)
+    path = engine.journal(profile).path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if damage == "old-version":
+        # Written by an older console: other profile fields, no new_profile, another phase name.
+        path.write_text(json.dumps({"phase": "swapping", "image_ref": fake_images["v2"], "old_id": old["Id"],
+                                    "profile": {"name": profile.name, "image": profile.image, "camera": "/dev/video0"}}))
+    elif damage == "not-an-object":
+        path.write_text("[1, 2, 3]")
+    else:
+        path.write_text('{"phase": "stopped", "old_id": "')
+    report = engine.recover(profile)
+    assert report is not None and report.outcome == "rolled_back", report.summary()
+    _only_runtime_is(engine, profile, "1.0.0")
+    kept = [p for p in path.parent.iterdir() if p.name.startswith(path.name.split(".")[0]) and p != path
+            and "lock" not in p.name]
+    assert kept, "the unreadable journal should be kept aside for a person to look at"
+    # And updates work again.
+    assert engine.update(profile, fake_images["v2"]).success

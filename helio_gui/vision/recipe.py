@@ -50,7 +50,7 @@ class Segmentation(_Strict):
 
     threshold: int | None = Field(default=None, ge=0, le=255)
     polarity: Literal["bright", "dark"] = "bright"
-    hsv: list[HsvRange] = Field(default_factory=list)
+    hsv: list[HsvRange] = Field(default_factory=list, max_length=16)
     blur: int = Field(default=0, ge=0, le=31)  # Gaussian kernel before thresholding, 0 = none
     open_px: int = Field(default=1, ge=0, le=25)  # morphological opening: removes speckle
     close_px: int = Field(default=2, ge=0, le=50)  # closing: fills small holes and gaps
@@ -98,6 +98,9 @@ def _not_below(lower_name: str):
     return check
 
 
+MAX_TOOLS = 64
+
+
 # -- tools -------------------------------------------------------------------------------------
 
 
@@ -129,7 +132,7 @@ class ColorClassTool(_ToolBase):
     """Colour class: the class whose HSV ranges cover most of the ROI; not `expected` → defect."""
 
     type: Literal["color_class"]
-    classes: dict[str, list[HsvRange]] = Field(min_length=1)
+    classes: dict[str, Annotated[list[HsvRange], Field(max_length=16)]] = Field(min_length=1, max_length=32)
     expected: str | list[str]
     min_fraction: float = Field(default=0.05, gt=0, le=1)  # of the ROI, for a class to count
     defect: str = "wrong_part"
@@ -283,7 +286,8 @@ class Recipe(_Strict):
     version: str = "1"
     description: str = ""
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
-    tools: list[ToolConfig] = Field(default_factory=list)
+    # Every tool runs on every part: thousands (a 1 MB PUT holds ~15 000) would stall the line.
+    tools: list[ToolConfig] = Field(default_factory=list, max_length=MAX_TOOLS)
     base_dir: str | None = Field(default=None, exclude=True)  # set by the loader, not the file
 
     @field_validator("version", mode="before")
@@ -472,6 +476,8 @@ class _TomlLines:
                 return self.keys[sub]
             if sub in self.tables:
                 return self.tables[sub]
+            if sub + (0,) in self.tables:  # an array of tables as a whole: its first [[header]]
+                return self.tables[sub + (0,)]
         return None
 
 

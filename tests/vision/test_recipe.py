@@ -170,3 +170,16 @@ def test_alias_bombs_and_deep_nesting_are_refused_quickly():
                       "    classes: {w: [&white {lower: [0, 0, 150], upper: [179, 60, 255]}], v: [*white]}\n",
                       "yaml")
     assert ok.tools[0].classes["v"][0].lower == (0, 0, 150)
+
+
+def test_recipe_sizes_are_bounded():
+    """A 1 MB PUT could hold ~15 000 tools, each run on every part: the line would stall."""
+    many = 'name = "x"\n' + "".join(f'[[tools]]\nname = "t{i}"\ntype = "blob"\n' for i in range(65))
+    with pytest.raises(RecipeError) as info:
+        parse_recipe(many, "toml", "r.toml")
+    issue = info.value.issues[0]
+    assert (issue.field, issue.line) == ("tools", 2) and "at most 64" in issue.message, issue
+    ranges = ",".join(["{lower = [0, 0, 0], upper = [1, 1, 1]}"] * 17)
+    with pytest.raises(RecipeError, match="at most 16"):
+        parse_recipe(f'name = "x"\n[trigger.segment]\nhsv = [{ranges}]\n', "toml")
+    parse_recipe('name = "x"\n' + "".join(f'[[tools]]\nname = "t{i}"\ntype = "blob"\n' for i in range(64)), "toml")

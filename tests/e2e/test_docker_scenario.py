@@ -364,9 +364,14 @@ def test_gui_builds_runs_updates_rolls_back_and_keeps_the_shift(
         assert all(by_id.get(r["id"]) == r for r in before), "results changed or vanished over the restart"
         assert after_start["shift"]["id"] == before_stats["shift"]["id"]
         assert after_start["total"] >= before_stats["total"] and after_start["fail"] >= before_stats["fail"]
+        rejects = [r for r in before if r["verdict"] == "FAIL" and r.get("image_url")]
+        assert rejects, "no reject image was kept"
+        for r in rejects[-3:]:  # the reject images too (the Statistics filmstrip shows them)
+            assert (client.result_image(r["id"]) or b"")[:2] == b"\xff\xd8", r["id"]
         gui.wait_painting(10, timeout_s=60)
         qtbot.waitUntil(lambda: gui.win.stats.n_total.value.text() not in ("–", "0"), timeout=15000)
         assert int(gui.win.stats.n_total.value.text()) >= before_stats["total"]
+        gui.shot(shots / "step7_stats_after_restart.png", "stats")
     finally:
         gui.close()
     client.close()

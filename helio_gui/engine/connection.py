@@ -18,20 +18,66 @@ MIN_API_VERSION = "1.40"
 DEFAULT_TIMEOUT_S = 120
 
 
+def resolve_engine(base_url: str | None = None) -> tuple[str, dict, str]:
+    """(address, client kwargs (TLS), where the address came from): explicit > DOCKER_HOST >
+    the current docker context > the local socket. Raises EngineError, naming the source, for
+    an address that is not valid, TLS settings that cannot be used, or a context that does not exist."""
+    if base_url:
+        return _checked(base_url, {}, "the console's settings")
+    if os.environ.get("DOCKER_HOST"):
+        origin = "DOCKER_HOST"
+        try:
+            params = docker.utils.kwargs_from_env()
+        except docker.errors.DockerException as exc:
+            raise EngineError(
+                f"The Docker TLS settings are unusable (DOCKER_TLS_VERIFY / DOCKER_CERT_PATH="
+                f"{os.environ.get('DOCKER_CERT_PATH', '~/.docker')}): {_short(str(exc), 160)}",
+                "Put ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH, or unset DOCKER_TLS_VERIFY.") from None
+        url = params.pop("base_url", None) or os.environ["DOCKER_HOST"]
+        return _checked(url, params, origin)
+    from docker.context import ContextAPI
+    from docker.context.config import get_current_context_name
+
+    name = os.environ.get("DOCKER_CONTEXT") or get_current_context_name() or "default"
+    origin = f"docker context {name!r}" + (" (DOCKER_CONTEXT)" if os.environ.get("DOCKER_CONTEXT") else "")
+    if name != "default":
+        try:
+            context = ContextAPI.get_context(name)
+        except Exception as exc:  # a damaged context store
+            raise EngineError(f"The {origin} cannot be read ({_short(str(exc), 160)}).",
+                              "Check it with `docker context ls`, or `docker context use default`.") from None
+        if context is None:
+            raise EngineError(f"The current {origin} does not exist.",
+                              "Choose an existing one (`docker context ls`, `docker context use NAME`) "
+                              "or go back to the local engine with `docker context use default`.")
+        params = ContextAPI.kwargs_from_context(name)
+        url = params.pop("base_url", None)
+        if url:
+            return _checked(url, params, origin)
+    return _checked("unix:///var/run/docker.sock", {}, "the default local socket")
+
+
 def resolve_base_url(base_url: str | None = None) -> tuple[str, dict]:
     """The engine address to use and the extra client kwargs (TLS): explicit > DOCKER_HOST > context."""
-    if base_url:
-        return base_url, {}
-    params = docker.utils.kwargs_from_env()
-    if "base_url" not in params:
-        try:
-            from docker.context import ContextAPI
-
-            params.update({k: v for k, v in ContextAPI.kwargs_from_context().items() if k not in params})
-        except Exception:
-            pass
-    url = params.pop("base_url", None) or "unix:///var/run/docker.sock"
+    url, params, _ = resolve_engine(base_url)
     return url, params
+
+
+def _checked(url: str, params: dict, origin: str) -> tuple[str, dict, str]:
+    try:
+        docker.utils.parse_host(url, False, tls=bool(params.get("tls")))
+    except Exception as exc:
+        raise EngineError(
+            f"The Docker engine address {url!r} from {origin} is not a valid engine address ({_short(str(exc), 120)}).",
+            "Use unix:///var/run/docker.sock or tcp://HOST:2376 (with TLS), or unset DOCKER_HOST to use "
+            "the local engine.") from None
+    if url.startswith("ssh://"):
+        try:
+            import paramiko  # noqa: F401
+        except ImportError:
+            raise EngineError(f"The engine address {url} from {origin} needs SSH support (paramiko), which is "
+                              "not installed.", "pip install paramiko, or use a unix:// or tcp:// address.") from None
+    return url, params, origin
 
 
 def api_version_tuple(version: str) -> tuple[int, ...]:
@@ -72,6 +118,11 @@ def translate(exc: BaseException, base_url: str, doing: str = "") -> EngineError
             return EngineError(
                 f"The Docker engine is not running (no socket at {socket_path}){what}.",
                 "Start it (sudo systemctl start docker) and try again.",
+            )
+        if not socket_path and ("refused" in text or "Errno 111" in text):
+            return EngineError(
+                f"Nothing answers at {base_url}{what} (connection refused).",
+                "Check the address and that the engine there is running and listening on it.",
             )
         return EngineError(
             f"The Docker engine at {base_url} stopped answering{what} ({_short(text)}).",

@@ -20,7 +20,7 @@ import docker
 import docker.errors
 
 from .. import RUNTIME_API_VERSION
-from .connection import check_api_version, open_client, resolve_base_url, translate
+from .connection import check_api_version, open_client, resolve_engine, translate
 from .errors import Cancelled, EngineError, ImageRejected
 from .journal import Journal
 from .profile import (API_LABEL, COMPONENT_LABEL, PREVIOUS_IMAGE_LABEL, PROFILE_LABEL, REVISION_LABEL,
@@ -117,10 +117,19 @@ def connect(base_url: str | None = None, *, state_dir: str | os.PathLike | None 
     Raises EngineError saying what to do when the engine is not installed, not running,
     not accessible (join the `docker` group) or too old.
     """
-    url, tls = resolve_base_url(base_url)
+    url, tls, origin = resolve_engine(base_url)
     engine = Engine(url, tls, state_dir=state_dir, timeout=timeout)
     try:
         engine.info()
+    except EngineError as exc:
+        engine.close()
+        if origin == "the default local socket":
+            raise
+        # Say which setting chose this engine: the fix is often there, not in the engine.
+        other = ("unset DOCKER_HOST to use the local engine" if origin == "DOCKER_HOST"
+                 else "`docker context use default` goes back to the local engine")
+        raise EngineError(f"{exc.message} (engine address {url} from {origin})",
+                          f"{exc.hint} Or {other}.".strip()) from exc
     except BaseException:
         engine.close()
         raise

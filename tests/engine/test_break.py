@@ -175,3 +175,51 @@ def test_journal_from_an_older_version_or_damaged_never_blocks_recovery(engine, 
     assert kept, "the unreadable journal should be kept aside for a person to look at"
     # And updates work again.
     assert engine.update(profile, fake_images["v2"]).success
+
+
+def _context_config(tmp_path, name: str | None, host: str | None) -> str:
+    """A DOCKER_CONFIG folder whose current context is `name` (defined only if `host` is given)."""
+    import hashlib
+
+    config = tmp_path / "dockercfg"
+    config.mkdir()
+    if host is not None:
+        meta = config / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+        meta.mkdir(parents=True)
+        (meta / "meta.json").write_text(json.dumps(
+            {"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host}}}))
+    (config / "config.json").write_text(json.dumps({"currentContext": name}))
+    return str(config)
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"DOCKER_HOST": "garbage"}, ("DOCKER_HOST", "garbage", "not a valid")),
+    ({"DOCKER_HOST": "tcp://"}, ("DOCKER_HOST", "not a valid")),
+    ({"DOCKER_HOST": "http://[::1"}, ("DOCKER_HOST", "not a valid")),
+    ({"DOCKER_HOST": "tcp://127.0.0.1:9", "DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": "/nonexistent/certs"},
+     ("TLS", "DOCKER_CERT_PATH")),
+    ({"DOCKER_HOST": "tcp://127.0.0.1:9"}, ("tcp://127.0.0.1:9", "DOCKER_HOST")),
+    ("context-missing", ("context", "factory-line", "does not exist")),
+    ("context-nowhere", ("context", "line2", "/nowhere/docker.sock")),
+])
+def test_bad_engine_address_says_where_it_came_from_and_what_to_do(tmp_path, monkeypatch, env, words):
+    # Before: a raw TLSParameterError; 'Docker engine error: Invalid bind address format' with no
+    # hint; and a current context that does not exist silently fell back to the local socket.
+    from helio_gui.engine import connect
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    if env == "context-missing":
+        env = {"DOCKER_CONFIG": _context_config(tmp_path, "factory-line", None)}
+    elif env == "context-nowhere":
+        env = {"DOCKER_CONFIG": _context_config(tmp_path, "line2", "unix:///nowhere/docker.sock")}
+    else:
+        monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no context of the user's may interfere
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(EngineError) as err:
+        connect(state_dir=tmp_path / "state", timeout=10)
+    text = str(err.value)
+    for word in words:
+        assert word in text, text
+    assert err.value.hint, text

@@ -103,20 +103,73 @@ def main(argv=None) -> int:
     else:
         from ..client.embedded import EmbeddedRuntime
 
-        embedded = EmbeddedRuntime(source=args.source or config.source, recipe=args.recipe or config.recipe,
-                                   data_dir=args.data_dir)
-        embedded.start(wait=False)
         from .backends import EmbeddedBackend
 
+        embedded = EmbeddedRuntime(source=args.source or config.source, recipe=args.recipe or config.recipe,
+                                   data_dir=args.data_dir)
         backend = EmbeddedBackend(embedded)
         runtimes = [("Feed 1", embedded.base_url, embedded.token)]
         mode_text = "Embedded runtime"
 
+    # Ended by a signal (systemd stop, logout, a script's terminate()), the GUI still stops the
+    # runtime child it started: Python's default SIGTERM ends the process at once, and the child
+    # (its own session) went on inspecting, unseen, holding the data dir.
+    _install_quit_signals()
     try:
+        if embedded is not None:
+            embedded.start(wait=False)
         return _run_gui(args, config, runtimes, backend, embedded, mode_text, (w, h))
+    except _QuitSignal:
+        return 0
     finally:
         if backend is not None:
             backend.shutdown()
+
+
+class _QuitSignal(BaseException):
+    """A quit signal that arrived before the event loop ran."""
+
+
+_QUIT_SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")
+_quit_gui = None  # set while the Qt event loop runs: closes the window from the GUI thread
+
+
+def _install_quit_signals() -> None:
+    import signal
+
+    def handler(signum, frame):
+        if _quit_gui is not None:
+            _quit_gui()
+        else:
+            raise _QuitSignal()
+
+    for name in _QUIT_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
+def _wake_python_on_signals(app):
+    """Qt's event loop runs in C++, so a Python signal handler would wait for the next Python
+    call; a wakeup fd watched by a QSocketNotifier runs it at once (no polling timer)."""
+    import signal
+    import socket
+
+    from PySide6 import QtCore
+
+    rsock, wsock = socket.socketpair()
+    for s in (rsock, wsock):
+        s.setblocking(False)
+    signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+    notifier = QtCore.QSocketNotifier(rsock.fileno(), QtCore.QSocketNotifier.Type.Read, app)
+
+    def drain():
+        try:
+            rsock.recv(64)
+        except OSError:
+            pass
+
+    notifier.activated.connect(drain)  # the Python handler runs as soon as Python gets control
+    return notifier, rsock, wsock
 
 
 def _run_gui(args, config, runtimes, backend, embedded, mode_text, size) -> int:
@@ -144,6 +197,15 @@ def _run_gui(args, config, runtimes, backend, embedded, mode_text, size) -> int:
         win.resize(*size)
         win.show()
     exit_code = [0]
+    global _quit_gui
+
+    def quit_gui():
+        win._closing_allowed = True  # kiosk too: the signal comes from the system, not the operator
+        win.close()
+        app.quit()
+
+    _quit_gui = quit_gui
+    wake = _wake_python_on_signals(app)
     if args.print_timing:
         print(f"window shown {time.monotonic() - T0:.3f} s after start", flush=True)
 
@@ -194,8 +256,17 @@ def _run_gui(args, config, runtimes, backend, embedded, mode_text, size) -> int:
             win._closing_allowed = True
             win.close()
         QtCore.QTimer.singleShot(int(args.quit_after * 1000), quit_now)
-    app.exec()
-    win.shutdown()
+    try:
+        app.exec()
+    finally:
+        import signal
+
+        _quit_gui = None
+        signal.set_wakeup_fd(-1)
+        wake[0].setEnabled(False)
+        for sock in wake[1:]:
+            sock.close()
+        win.shutdown()
     return exit_code[0]
 
 

@@ -53,6 +53,9 @@ class Overlay:
     received: float  # monotonic
 
 
+LOST_MARGIN = 16  # px between the FEED LOST box and the view's edges
+
+
 class FeedView(QtWidgets.QWidget):
     """Paints the newest frame of one feed. Call `set_frame(frame)` from the GUI thread."""
 
@@ -302,6 +305,44 @@ class FeedView(QtWidgets.QWidget):
                 p.setPen(QtGui.QColor("#000000"))
                 p.drawText(tr, QtCore.Qt.AlignmentFlag.AlignCenter, label)
 
+    def lost_lines(self, width: float | None = None) -> list[tuple[str, int]]:
+        """The FEED LOST / FROZEN box's lines as (text, pixel size), each elided to `width`:
+        the reason is split at "; " so "retrying in …" gets its own line and is never cut off."""
+        width = (self.width() - 2 * LOST_MARGIN - 48) if width is None else width
+        age = self.frame_age_s() or 0.0
+        head = min(30, max(16, self.width() // 16))
+        small = max(12, int(head * 0.6))
+        lines = [("FEED LOST" if self.lost else "FEED FROZEN", head), (f"last frame {age:.1f} s ago", small)]
+        if self.lost and self.status_text:
+            lines += [(part.strip(), small) for part in self.status_text.split("; ") if part.strip()][:3]
+        out = []
+        for text, px in lines:
+            f = QtGui.QFont(self.font())
+            f.setPixelSize(px)
+            f.setBold(True)
+            out.append((QtGui.QFontMetrics(f).elidedText(text, QtCore.Qt.TextElideMode.ElideMiddle, int(width)), px))
+        return out
+
+    def _paint_lost_box(self, p: QtGui.QPainter) -> None:
+        lines = self.lost_lines()
+        metrics = []
+        for text, px in lines:
+            f = QtGui.QFont(p.font())
+            f.setPixelSize(px)
+            f.setBold(True)
+            fm = QtGui.QFontMetrics(f)
+            metrics.append((text, f, fm.horizontalAdvance(text), fm.height()))
+        w = max(m[2] for m in metrics) + 48
+        h = sum(m[3] for m in metrics) + 28
+        box = QtCore.QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+        p.fillRect(box, QtGui.QColor(COLORS["fail"]))
+        p.setPen(QtGui.QColor("#ffffff"))
+        y = box.y() + 14
+        for text, f, _tw, th in metrics:
+            p.setFont(f)
+            p.drawText(QtCore.QRectF(box.x(), y, w, th), QtCore.Qt.AlignmentFlag.AlignCenter, text)
+            y += th
+
     def _paint_badges(self, p: QtGui.QPainter, frame) -> None:
         font = p.font()
         font.setPixelSize(15)
@@ -319,17 +360,7 @@ class FeedView(QtWidgets.QWidget):
             p.drawText(self.rect(), QtCore.Qt.AlignmentFlag.AlignCenter, f"NO VIDEO\n{self.status_text}")
             return
         if self.frozen or self.lost:
-            age = self.frame_age_s() or 0.0
-            word = "FEED LOST" if self.lost else "FEED FROZEN"
-            text = f"{word}\nlast frame {age:.1f} s ago\n{self.status_text if self.lost else ''}".strip()
-            f2 = p.font()
-            f2.setPixelSize(30)
-            p.setFont(f2)
-            box = QtCore.QRectF(self.rect()).adjusted(40, 0, -40, 0)
-            br = p.boundingRect(box, QtCore.Qt.AlignmentFlag.AlignCenter, text).adjusted(-24, -14, 24, 14)
-            p.fillRect(br, QtGui.QColor(COLORS["fail"]))
-            p.setPen(QtGui.QColor("#ffffff"))
-            p.drawText(box, QtCore.Qt.AlignmentFlag.AlignCenter, text)
+            self._paint_lost_box(p)
             p.setFont(font)
         if not self.layers["badges"]:
             return

@@ -156,3 +156,25 @@ def test_reduced_decode_keeps_overlays_and_aspect_where_full_size_puts_them(qtbo
         view.zoom_at(2.0, QtCore.QPointF(10, 10))
     assert sig.args[0] >= 2 * bw - 1
     view.shutdown()
+
+
+def test_lost_feed_message_fits_the_view_and_says_it_retries(qtbot, real_frames):
+    """The FEED LOST box stays inside the view with a margin however long the reason is, and the
+    reconnect part of the reason ("retrying in …") is shown, not cut off."""
+    view = FeedView("Feed 1")
+    qtbot.addWidget(view)
+    view.resize(700, 500)
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_frame(make_frame(real_frames[0], 1))
+    reason = ("connection refused at 127.0.0.1:33163 (runtime not running?); retrying in 3.0 s")
+    view.set_status(reason, lost=True)
+    img = view.grab().toImage()
+    fail = QtGui.QColor(COLORS["fail"]).name()
+    mid = img.height() // 2
+    row = [img.pixelColor(x, mid).name() == fail for x in range(img.width())]
+    assert sum(row) > img.width() // 3, "no FEED LOST box across the middle"
+    assert not any(row[:12]) and not any(row[-12:]), "the box runs off the view"
+    lines = view.lost_lines()
+    assert any("retrying in 3.0 s" in l for l in lines), lines
+    view.shutdown()

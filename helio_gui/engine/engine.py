@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -341,11 +342,35 @@ class Engine:
                 self._replace(profile, info)
             elif info is None:
                 self._verify_present(profile.image)
+                self.check_port_free(profile)
                 container = self.client.containers.create(**profile.create_kwargs())
                 self.client.api.start(container.id)
             else:
+                if not info["State"].get("Running"):
+                    self.check_port_free(profile)
                 self.client.api.start(info["Id"])
         return self.runtime_status(profile)
+
+    def check_port_free(self, profile: RuntimeProfile) -> None:
+        """Raise EngineError if another program holds the profile's port. Only checkable when the
+        engine runs on this machine with host networking; call it only while no runtime of the
+        profile is running (that one holds the port legitimately)."""
+        if profile.network_mode != "host" or not self.base_url.startswith("unix://"):
+            return
+        host = "0.0.0.0" if profile.host in ("", "::") else profile.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the runtime's server does
+            try:
+                sock.bind((host, profile.port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    return  # another problem (address not on this machine...): the runtime reports it
+                raise EngineError(
+                    f"Port {profile.port} on {host} is already in use by another program, so the runtime "
+                    "could not listen there.",
+                    f"Stop that program (`ss -ltnp 'sport = :{profile.port}'` shows it) or choose another "
+                    "port in the runtime profile; nothing was started.") from None
 
     def _replace(self, profile: RuntimeProfile, old: dict) -> None:
         """Recreate the runtime from `profile`, keeping `old` aside (as `-previous`, which

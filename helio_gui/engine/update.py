@@ -77,7 +77,24 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
         prev = (old["Config"].get("Labels") or {}).get(PREVIOUS_IMAGE_LABEL)
         extra = {PREVIOUS_IMAGE_LABEL: prev} if prev else {}
     kwargs = new_profile.create_kwargs(extra_labels=extra)
+    if not (old and old["State"].get("Running")):
+        # Nothing of ours holds the port: another program must not either (checked here, not
+        # after a crash-looping start and a full health gate).
+        try:
+            engine.check_port_free(new_profile)
+        except EngineError as exc:
+            rep.add("validate profile", False, str(exc), t)
+            rep.outcome = "refused"
+            return rep
     rep.add("validate profile", True, "devices, recipe and mounts present", t)
+    if (old and old["Image"] == image["Id"] and old["State"].get("Running") and not old["State"].get("Restarting")
+            and not engine.mismatches(new_profile, old) and engine.probe_runtime(new_profile)[0]):
+        # Already running this image with these settings and serving frames: recreating it would
+        # only cost the line a feed gap.
+        rep.add("compare", True, f"{image_ref} is already running with this profile and is healthy; nothing to do")
+        rep.outcome, rep.success, rep.profile, rep.version = "unchanged", True, new_profile, version
+        report(progress, "done", f"Runtime {version} is already running", 1.0, False)
+        return rep
     if cancelled():
         rep.outcome = "cancelled"
         rep.add("cancel", True, "cancelled before anything changed")

@@ -223,3 +223,41 @@ def test_bad_engine_address_says_where_it_came_from_and_what_to_do(tmp_path, mon
     for word in words:
         assert word in text, text
     assert err.value.hint, text
+
+
+def test_port_taken_by_another_program_is_refused_before_anything_starts(engine, profile, fake_images):
+    # Before: start() answered 'restarting' (a crash loop on "Address already in use") and a first
+    # install by update ran the whole gate before rolling back. Now both say what holds what.
+    import socket
+
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", profile.port))
+    holder.listen()
+    try:
+        with pytest.raises(EngineError, match=f"{profile.port}.*in use") as err:
+            engine.start(profile)
+        assert "another program" in str(err.value) and "port" in err.value.hint
+        assert engine.runtime_status(profile).state == "missing"
+        report = engine.update(profile, fake_images["v1"])
+        assert report.outcome == "refused" and "in use" in report.steps[-1].message, report.summary()
+        assert engine.runtime_status(profile).state == "missing"
+    finally:
+        holder.close()
+        engine.remove(profile)
+
+
+def test_update_to_the_image_already_running_changes_nothing(engine, running_v1, fake_images):
+    # Before: the same image was stopped and recreated (a feed gap for nothing).
+    profile = running_v1
+    before = engine._container(profile.runtime_container_name)
+    report = engine.update(profile, fake_images["v1"])
+    assert report.success and report.outcome == "unchanged", report.summary()
+    after = engine._container(profile.runtime_container_name)
+    assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
+    # A changed profile with the same image is a real change: recreated (and gated).
+    changed = profile.model_copy(update={"env": {"HELIO_LOG_LEVEL": "debug"}})
+    report = engine.update(changed, fake_images["v1"])
+    assert report.outcome == "updated", report.summary()
+    assert engine._container(profile.runtime_container_name)["Id"] != before["Id"]
+    _only_runtime_is(engine, profile, "1.0.0")

@@ -705,8 +705,23 @@ class Engine:
                                   "The archive may be corrupt; copy it again. Nothing was changed.") from exc
         if not loaded:
             raise EngineError(f"Loading {tar_path.name} produced no image.", "Check the file; nothing was changed.")
+        loaded = self._runtime_first(loaded)
         report(progress, "load", f"Loaded {', '.join(loaded)}", 1.0)
         return loaded
+
+    def _runtime_first(self, refs: list[str]) -> list[str]:
+        """Runtime images of a compatible API first (newest first), then anything else: callers
+        update to refs[0], and an archive may hold helper images before the runtime."""
+        def key(ref: str):
+            try:
+                info = self.client.api.inspect_image(ref)
+            except Exception:
+                return (2, 0.0)
+            labels = (info.get("Config") or {}).get("Labels") or {}
+            ours = labels.get(COMPONENT_LABEL) == "runtime" and \
+                str(labels.get(API_LABEL, "")).split(".")[0] == RUNTIME_API_VERSION.split(".")[0]
+            return (0 if ours else 1, -_parse_time(info.get("Created", "")))
+        return sorted(refs, key=key)
 
     def list_versions(self, profile: RuntimeProfile) -> list[ImageVersion]:
         """Runtime images on the engine, newest first, marking the one in use and the rollback one."""

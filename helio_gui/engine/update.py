@@ -199,6 +199,9 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
                     pass
         journal.clear()
         rep.add("remove previous container", True, "image kept for rollback", t)
+        if cancelled():
+            rep.add("cancel", True, "cancel came too late: the new runtime had passed its health gate, "
+                                    "so the update was finished (use rollback to go back)")
         rep.outcome, rep.success, rep.profile, rep.version = "updated", True, new_profile, version
         report(progress, "done", f"Runtime {version} is running", 1.0, False)
         return rep

@@ -261,3 +261,83 @@ def test_update_to_the_image_already_running_changes_nothing(engine, running_v1,
     assert report.outcome == "updated", report.summary()
     assert engine._container(profile.runtime_container_name)["Id"] != before["Id"]
     _only_runtime_is(engine, profile, "1.0.0")
+
+
+def _save(docker_client, refs: list[str], path) -> None:
+    """`docker save REF...` through the real engine (several images in one archive)."""
+    api = docker_client.api
+    response = api._get(api._url("/images/get"), params={"names": refs}, stream=True)
+    api._raise_for_status(response)
+    with open(path, "wb") as fh:
+        for chunk in response.iter_content(1 << 20):
+            fh.write(chunk)
+
+
+def test_tar_with_two_images_lists_the_runtime_first(engine, fake_images, docker_client, tmp_path):
+    # The console updates to the first ref load_image returns: with a helper image saved first
+    # in the archive, the update was refused although the runtime image was in it.
+    archive = tmp_path / "usb-stick.tar"
+    _save(docker_client, [fake_images["unlabelled"], fake_images["v1"], fake_images["v2"]], archive)
+    refs = engine.load_image(archive)
+    assert set(refs) == {fake_images["unlabelled"], fake_images["v1"], fake_images["v2"]}
+    assert refs[0] == fake_images["v2"], refs  # the newest runtime image first, helpers last
+    assert refs[-1] == fake_images["unlabelled"], refs
+
+
+def _with_architecture(docker_client, src: str, tag: str, arch: str, path) -> None:
+    """A real image archive whose config says `arch` (what `docker buildx --platform` makes):
+    the config is edited and renamed to its new digest, the layers are unchanged."""
+    import hashlib
+    import tarfile
+
+    _save(docker_client, [src], path.with_suffix(".src"))
+    with tarfile.open(path.with_suffix(".src")) as original, tarfile.open(path, "w") as out:
+        manifest = json.loads(original.extractfile("manifest.json").read())
+        config_name = manifest[0]["Config"]
+        config = json.loads(original.extractfile(config_name).read())
+        config["architecture"] = arch
+        config_bytes = json.dumps(config).encode()
+        manifest[0]["Config"] = hashlib.sha256(config_bytes).hexdigest() + ".json"
+        manifest[0]["RepoTags"] = [tag]
+        for member in original.getmembers():
+            if member.name not in (config_name, "manifest.json", "repositories"):
+                out.addfile(member, original.extractfile(member) if member.isfile() else None)
+        for name, data in ((manifest[0]["Config"], config_bytes), ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+
+
+def test_image_for_another_architecture_is_refused_before_anything_stops(engine, running_v1, fake_images,
+                                                                          docker_client, tmp_path):
+    profile = running_v1
+    before = engine._container(profile.runtime_container_name)
+    archive = tmp_path / "runtime-2.0.0-arm64.tar"
+    _with_architecture(docker_client, fake_images["v2"], "helio-test/fake-runtime:2.0.0-arm64", "arm64", archive)
+    try:
+        refs = engine.load_image(archive)
+        assert docker_client.api.inspect_image(refs[0])["Architecture"] == "arm64"
+        report = engine.update(profile, refs[0])
+        assert report.outcome == "refused", report.summary()
+        assert "built for arm64" in report.steps[-1].message and "--platform linux/amd64" in report.steps[-1].message
+        after = engine._container(profile.runtime_container_name)
+        assert after["Id"] == before["Id"] and after["State"]["StartedAt"] == before["State"]["StartedAt"]
+    finally:
+        docker_client.images.remove("helio-test/fake-runtime:2.0.0-arm64", force=True)
+
+
+def test_cancel_after_the_point_of_no_return_finishes_the_update(engine, running_v1, fake_images):
+    profile = running_v1
+    cancel = threading.Event()
+    seen: list[Progress] = []
+
+    def progress(p: Progress) -> None:
+        seen.append(p)
+        if p.stage == "commit":
+            cancel.set()
+
+    report = engine.update(profile, fake_images["v2"], progress=progress, cancel=cancel)
+    assert report.outcome == "updated" and report.success, report.summary()
+    assert not next(p for p in seen if p.stage == "commit").cancellable
+    assert any("too late" in s.message for s in report.steps), report.summary()
+    _only_runtime_is(engine, profile, "2.0.0")

@@ -158,6 +158,9 @@ class Runtime:
         self.source_config = SourceConfig.parse(source_spec)  # raises SourceError on a bad spec
         self.source_kind = getattr(self.source_config, "kind", None)
         self.capture = CaptureThread(self.source_config, stall_timeout_s=stall_timeout_s)
+        # Set when the saved recipe cannot be used: the runtime then serves frames but inspects
+        # nothing (health 503) until a recipe is PUT, rather than judge parts by a wrong recipe.
+        self.recipe_problem: str | None = None
         self.recipe = self._initial_recipe(recipe_path)
         self.slot = FrameSlot()
         self.latency = LatencyWindow()
@@ -193,8 +196,9 @@ class Runtime:
         text_path, meta_path = self._saved_recipe_paths
         if text_path.exists() and meta_path.exists():
             # A recipe PUT through the API outlives restarts when no recipe file is configured.
-            # Either file may be damaged (power loss, a full disk): that must not crash-loop
-            # the runtime, so anything wrong falls back to the demo recipe with a warning.
+            # Either file may be damaged, or no longer valid for a newer runtime: that must not
+            # crash-loop the runtime, nor may parts be judged by another recipe. The runtime holds
+            # inspection (health 503, status says why) until a good recipe is PUT.
             try:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
                 if not isinstance(meta, dict):
@@ -203,8 +207,10 @@ class Runtime:
                 return build_recipe(text_path.read_text(encoding="utf-8"), meta["format"], str(text_path),
                                     base, self.source_kind)
             except Exception as exc:
-                log.warning("the saved recipe %s (with %s) cannot be used (%s); using the demo recipe. "
-                            "PUT /api/recipe again or start with --recipe", text_path, meta_path.name, exc)
+                self.recipe_problem = (f"the saved recipe {text_path} cannot be used ({exc}); inspection is on hold: "
+                                       "send a recipe (GUI Settings → Recipe, or PUT /api/recipe) or restart "
+                                       "with --recipe FILE")
+                log.error("%s", self.recipe_problem)
         from helio_gui.runtime.config import demo_recipe
         return load_recipe_file(demo_recipe(), self.source_kind)
 
@@ -230,6 +236,7 @@ class Runtime:
             with self._lock:
                 self._pending_recipe = loaded
                 self.recipe = loaded
+                self.recipe_problem = None
             return loaded
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -298,11 +305,14 @@ class Runtime:
                 self._stop.wait(0.05)
 
     def _process(self, active: LoadedRecipe, frame: Any) -> None:
-        try:
-            events = active.trigger.update(frame)
-        except Exception as exc:
-            self._error(f"part trigger failed on frame {frame.frame_id}: {exc}")
+        if self.recipe_problem is not None:
             events = []
+        else:
+            try:
+                events = active.trigger.update(frame)
+            except Exception as exc:
+                self._error(f"part trigger failed on frame {frame.frame_id}: {exc}")
+                events = []
         for event in events:
             self._inspect_and_record(active, frame, event)
         now = time.monotonic()
@@ -322,6 +332,9 @@ class Runtime:
             frame = self._last_frame
             if frame is None:
                 fut.set_exception(RuntimeError("no frame has arrived from the source yet"))
+                continue
+            if self.recipe_problem is not None:
+                fut.set_exception(RuntimeError(self.recipe_problem))
                 continue
             result = self._inspect_and_record(active, frame, None)
             if result is None:
@@ -380,6 +393,9 @@ class Runtime:
         if age > FRESH_FRAME_S:
             return False, {"ok": False, "reason": f"no frame for {age:.1f} s ({self.capture.reason or state_s})",
                            "source_state": state_s}
+        if self.recipe_problem is not None:
+            return False, {"ok": False, "reason": self.recipe_problem, "source_state": state_s,
+                           "frame_age_s": round(age, 3)}
         failing = self.store_failing
         if failing is not None:
             # Frames flow but parts are not being counted (a full disk): that is not ready.
@@ -415,7 +431,7 @@ class Runtime:
             "frames_dropped": self.frames_dropped,
             "latency_ms": {"p50": lat["p50"], "p95": lat["p95"], "max": lat["max"]},
             "result_latency_ms": {k: v for k, v in self.result_latency.percentiles_ms().items() if k != "n"},
-            "recipe": {"name": recipe.name, "version": str(recipe.version)},
+            "recipe": {"name": recipe.name, "version": str(recipe.version), "problem": self.recipe_problem},
             "last_frame_age_s": None if age is None else round(age, 3),
             "parts_total": self.store.current_shift()["total"],
             "parts_inspected": self.parts_inspected,

@@ -49,16 +49,29 @@ def fill(path: Path) -> None:
 
 
 @pytest.mark.parametrize("meta", ["", '{"format": "toml", "base_d', "\x00\x00\x00"])
-def test_damaged_saved_recipe_meta_does_not_stop_the_start(tmp_path, port, meta):
-    """recipe.active.json cut short (power loss during a PUT) must not crash-loop the runtime."""
+def test_damaged_saved_recipe_holds_inspection_until_a_recipe_is_sent(tmp_path, port, meta):
+    """recipe.active.json cut short (power loss during a PUT) must not crash-loop the runtime,
+    nor may it judge parts by another recipe: frames flow, nothing is inspected, health says
+    why (an update's health gate then rolls back), and a PUT recipe resumes inspection."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "recipe.active").write_text(DEMO_RECIPE.read_text())
     (data / "recipe.active.json").write_text(meta)
     with RuntimeProcess(data, port, source=f"file:{DEMO_CLIP}?loop=1&paced=1") as proc:
+        proc.wait_up()
+        proc.wait_until(lambda: (proc.status()["frames_processed"] or 0) > 90, 30, "frames to flow")
+        status = proc.status()
+        assert "recipe.active" in (status["recipe"]["problem"] or "")
+        assert proc.json("GET", "/api/stats")[1]["total"] == 0, "no part may be judged without its recipe"
+        code, health = proc.json("GET", "/api/health")
+        assert code == 503 and "PUT /api/recipe" in health["reason"], health
+        assert "recipe.active" in proc.log()  # the log names the damaged file
+        code, body = proc.json("PUT", "/api/recipe", DEMO_RECIPE.read_bytes(),
+                               headers={"Content-Type": "application/toml"})
+        assert code == 200, body
         proc.wait_healthy()
-        assert proc.status()["recipe"]["name"] == "demo-housings"
-        assert "recipe.active.json" in proc.log()  # the warning names the damaged file
+        assert proc.status()["recipe"]["problem"] is None
+        proc.wait_until(lambda: proc.json("GET", "/api/stats")[1]["total"] > 0, 30, "parts to be inspected again")
 
 
 def test_recipe_put_on_a_full_disk_is_refused_clearly_and_the_old_recipe_runs(tiny_fs, port):

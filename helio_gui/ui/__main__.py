@@ -66,16 +66,41 @@ def main(argv=None) -> int:
         print("give one --token per --runtime-url (or one for all)", file=sys.stderr)
         return 2
 
+    # The runtime child takes longest to start, so it starts first, before pydantic and Qt are
+    # imported: from the settings file's mode/source/recipe (read quickly); the full validation
+    # follows and stops it again if the file is bad.
+    _install_quit_signals()
+    from .paths import early_settings
+
+    early = early_settings()
+    embedded = None
+    if not args.runtime_url and not args.docker and (args.embedded or early.get("mode") != "docker"):
+        from ..client.embedded import EmbeddedRuntime
+
+        embedded = EmbeddedRuntime(source=args.source or early.get("source"),
+                                   recipe=args.recipe or early.get("recipe"), data_dir=args.data_dir)
+    try:
+        if embedded is not None:
+            embedded.start(wait=False)
+            if args.print_timing:
+                print(f"runtime spawned {time.monotonic() - T0:.3f} s after start", flush=True)
+        return _configure_and_run(args, embedded, (w, h))
+    except _QuitSignal:
+        if embedded is not None:
+            embedded.stop()
+        return 0
+
+
+def _configure_and_run(args, embedded, size) -> int:
     from .config import GuiConfig
 
     try:
         config = GuiConfig.load()
     except ValueError as exc:
+        if embedded is not None:
+            embedded.stop()
         print(f"helio-gui: bad settings file: {exc}", file=sys.stderr)
         return 2
-
-    # Start the embedded runtime before importing Qt: both start-ups then overlap (cold start).
-    embedded = None
     runtimes: list[tuple[str, str, str]] = []
     backend = None
     mode_text = ""
@@ -83,7 +108,7 @@ def main(argv=None) -> int:
         tokens = args.token * len(args.runtime_url) if len(args.token) == 1 else args.token or [""] * len(args.runtime_url)
         runtimes = [(f"Feed {i + 1}", url, tok) for i, (url, tok) in enumerate(zip(args.runtime_url, tokens))]
         mode_text = "Remote runtime"
-    elif args.docker or (config.mode == "docker" and not args.embedded):
+    elif embedded is None:
         try:
             from ..engine import connect
             from ..engine.profile import RuntimeProfile
@@ -101,29 +126,18 @@ def main(argv=None) -> int:
             print(f"helio-gui: Docker mode unavailable: {exc}", file=sys.stderr)
             return 2
     else:
-        from ..client.embedded import EmbeddedRuntime
-
         from .backends import EmbeddedBackend
 
-        embedded = EmbeddedRuntime(source=args.source or config.source, recipe=args.recipe or config.recipe,
-                                   data_dir=args.data_dir)
         backend = EmbeddedBackend(embedded)
         runtimes = [("Feed 1", embedded.base_url, embedded.token)]
         mode_text = "Embedded runtime"
-
-    # Ended by a signal (systemd stop, logout, a script's terminate()), the GUI still stops the
-    # runtime child it started: Python's default SIGTERM ends the process at once, and the child
-    # (its own session) went on inspecting, unseen, holding the data dir.
-    _install_quit_signals()
     try:
-        if embedded is not None:
-            embedded.start(wait=False)
-        return _run_gui(args, config, runtimes, backend, embedded, mode_text, (w, h))
-    except _QuitSignal:
-        return 0
+        return _run_gui(args, config, runtimes, backend, embedded, mode_text, size)
     finally:
         if backend is not None:
             backend.shutdown()
+        elif embedded is not None:
+            embedded.stop()
 
 
 class _QuitSignal(BaseException):

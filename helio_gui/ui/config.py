@@ -6,20 +6,13 @@ import hashlib
 import os
 from pathlib import Path
 
-import platformdirs
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-APP_NAME, APP_AUTHOR = "helio-gui", "HelioVision"
 DEFAULT_PIN = "1234"
 
 
-def config_dir() -> Path:
-    return Path(os.environ.get("HELIO_GUI_CONFIG_DIR") or platformdirs.user_config_dir(APP_NAME, APP_AUTHOR))
-
-
-def log_dir() -> Path:
-    return Path(os.environ.get("HELIO_GUI_LOG_DIR") or platformdirs.user_log_dir(APP_NAME, APP_AUTHOR))
+from .paths import config_dir, log_dir  # noqa: E402,F401 - re-exported (paths has no pydantic)
 
 
 def hash_pin(pin: str) -> str:

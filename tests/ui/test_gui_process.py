@@ -67,3 +67,43 @@ def test_terminated_gui_stops_its_embedded_runtime(tmp_path, sig):
         for k in kids:
             if _alive(k):
                 os.kill(k, signal.SIGKILL)
+
+
+def test_bad_settings_file_is_a_clear_exit_and_leaves_no_runtime(tmp_path):
+    """The runtime starts before the settings are fully validated (cold start): a bad file must
+    still end with the message and no runtime child left behind."""
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "gui.yaml").write_text("mode: embedded\nauto_lock_s: 1\nalarms: {window_parts: -3}\n")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", HELIO_GUI_CONFIG_DIR=str(cfg),
+               HELIO_GUI_LOG_DIR=str(tmp_path / "log"))
+    data = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "helio_gui.ui", "--data-dir", str(data)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "bad settings file" in proc.stderr and "auto_lock_s" in proc.stderr and "Traceback" not in proc.stderr
+    # The child it spawned (if it got that far) was stopped: nobody holds the data dir's log open.
+    time.sleep(0.5)
+    holders = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if "helio_gui.runtime" in cmd and str(data) in cmd and _alive(int(d.name)):
+                holders.append(int(d.name))
+    for pid in holders:
+        os.kill(pid, signal.SIGKILL)
+    assert not holders, "a runtime outlived the refused start"
+
+
+def test_early_settings_reads_only_what_starts_the_runtime(tmp_path):
+    from helio_gui.ui.paths import early_settings
+
+    p = tmp_path / "gui.yaml"
+    assert early_settings(p) == {}  # no file
+    p.write_text("mode: docker\nsource: /media/parts\nrecipe: null\nalarms: {window_parts: 40}\n")
+    assert early_settings(p) == {"mode": "docker", "source": "/media/parts", "recipe": None}
+    p.write_text("mode: [docker\n")  # broken YAML: the full load reports it
+    assert early_settings(p) == {}

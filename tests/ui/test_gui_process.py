@@ -107,3 +107,15 @@ def test_early_settings_reads_only_what_starts_the_runtime(tmp_path):
     assert early_settings(p) == {"mode": "docker", "source": "/media/parts", "recipe": None}
     p.write_text("mode: [docker\n")  # broken YAML: the full load reports it
     assert early_settings(p) == {}
+
+
+def test_first_frame_path_imports_nothing_it_does_not_need():
+    """Cold start: the window and live view load without the charting library (the stats page
+    is built after the first frame) and without requests (first used by a worker thread)."""
+    code = ("import sys; import helio_gui.ui.main_window, helio_gui.ui.backends, helio_gui.ui.paths; "
+            "print(sorted(m for m in ('requests', 'pyqtgraph', 'pydantic', 'docker') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    assert out.returncode == 0, out.stderr
+    # pydantic comes with the settings (GuiConfig), after the runtime child has been started.
+    assert out.stdout.strip() == "['pydantic']", out.stdout

@@ -336,6 +336,11 @@ class Engine:
         """
         profile.check_host()
         with self._exclusive(profile, "start"), self._doing("starting the runtime"):
+            if self.journal(profile).read() is not None or self._container(profile.previous_container_name):
+                # A crashed update first: finish or undo it, then start what it left in place.
+                from .update import run_recover
+
+                run_recover(self, profile, None)
             info = self._container(profile.runtime_container_name)
             if info is not None and self.mismatches(profile, info):
                 # The profile changed (or someone edited the container): recreate from the profile.

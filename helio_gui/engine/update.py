@@ -145,10 +145,7 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
             if not ready:
                 if why == "cancelled":
                     raise _CancelledMidway()
-                _rollback(engine, profile, old_id, new_id, rep, progress)
-                journal.clear()
-                rep.outcome, rep.rolled_back = "rolled_back", True
-                return rep
+                return _undo(engine, journal, profile, old_id, new_id, rep, progress, "rolled_back")
             t = time.monotonic()
             _stage(progress, "stop", "Stopping the current runtime (the new one takes over)")
             with engine._doing("stopping the current runtime"):
@@ -180,11 +177,7 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
         if not ok:
             if why == "cancelled":
                 raise _CancelledMidway()
-            _rollback(engine, profile, old_id, new_id, rep, progress)
-            journal.clear()
-            rep.outcome = "rolled_back"
-            rep.rolled_back = True
-            return rep
+            return _undo(engine, journal, profile, old_id, new_id, rep, progress, "rolled_back")
 
         # 6. Point of no return.
         journal.phase("committed")
@@ -206,11 +199,7 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
         report(progress, "done", f"Runtime {version} is running", 1.0, False)
         return rep
     except _CancelledMidway:
-        _rollback(engine, profile, old_id, new_id, rep, progress)
-        journal.clear()
-        rep.outcome = "cancelled"
-        rep.rolled_back = True
-        return rep
+        return _undo(engine, journal, profile, old_id, new_id, rep, progress, "cancelled")
     except EngineError as exc:
         # The engine refused a step after the old runtime was touched (e.g. it cannot start the
         # new container). Never leave the line without a runtime: undo, and say what happened.
@@ -220,15 +209,35 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
             raise EngineError(f"The update to {image_ref} succeeded but its clean-up failed: {exc.message}",
                               "The new runtime is running; the next start of the console finishes the "
                               "clean-up.") from exc
-        if _rollback(engine, profile, old_id, new_id, rep, progress):
-            journal.clear()
-            rep.outcome, rep.rolled_back = "rolled_back", True
-            return rep
-        # Even the rollback failed (the engine may have gone): keep the journal for recover().
-        raise EngineError(f"The update to {image_ref} failed ({exc.message}) and the previous runtime "
-                          f"could not be restored yet.\n{rep.summary()}",
-                          "When the engine answers again, start the console (or Engine.recover) to "
-                          "put the previous runtime back; the update journal is kept.") from exc
+        return _undo(engine, journal, profile, old_id, new_id, rep, progress, "rolled_back")
+
+
+def _undo(engine: "Engine", journal, profile: RuntimeProfile, old_id: str | None, new_id: str | None,
+          rep: "UpdateReport", progress: ProgressFn | None, outcome: str) -> "UpdateReport":
+    """Roll back; only a rollback that put the previous runtime back counts as `outcome`.
+    Otherwise the journal is kept (recover() retries) and the report says `failed`, or, when the
+    engine itself stopped answering, an EngineError says so with the whole report."""
+    _rollback(engine, profile, old_id, new_id, rep, progress)
+    if _restored(rep):
+        # The previous container is back and started (its health gate is reported as a step).
+        journal.clear()
+        rep.outcome, rep.rolled_back = outcome, True
+        return rep
+    rep.outcome, rep.rolled_back = "failed", False
+    rep.add("rollback incomplete", False, "the update journal is kept: recover() (the console does it at "
+                                          "start) puts the previous runtime back")
+    try:
+        engine.client.ping()
+    except Exception:
+        raise EngineError(f"The Docker engine stopped answering during the update to {rep.image}; the previous "
+                          f"runtime could not be restored yet.\n{rep.summary()}",
+                          "When the engine runs again (sudo systemctl status docker), start the console (or "
+                          "Engine.recover) to put the previous runtime back; the update journal is kept.") from None
+    return rep
+
+
+def _restored(rep: "UpdateReport") -> bool:
+    return all(s.ok for s in rep.steps if s.name in ("remove new container", "restore previous"))
 
 
 class _CancelledMidway(Exception):
@@ -377,9 +386,11 @@ def run_recover(engine: "Engine", profile: RuntimeProfile, progress: ProgressFn 
         journal.clear()
         rep.outcome, rep.success, rep.profile = "finished", True, new_profile
         return rep
-    ok = _rollback(engine, old_profile, old_id, new_id, rep, progress)
-    journal.clear()
-    rep.outcome, rep.rolled_back, rep.profile = "rolled_back", True, old_profile
+    _rollback(engine, old_profile, old_id, new_id, rep, progress)
+    ok = _restored(rep)
+    if ok:
+        journal.clear()
+    rep.outcome, rep.rolled_back, rep.profile = ("rolled_back" if ok else "failed"), ok, old_profile
     rep.success = False
     rep.add("rolled back", ok, "the previous runtime is back" if ok else "restore incomplete: see the steps above")
     return rep

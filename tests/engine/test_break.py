@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import os
+from pathlib import Path
 
 import pytest
 
@@ -341,3 +342,94 @@ def test_cancel_after_the_point_of_no_return_finishes_the_update(engine, running
     assert not next(p for p in seen if p.stage == "commit").cancellable
     assert any("too late" in s.message for s in report.steps), report.summary()
     _only_runtime_is(engine, profile, "2.0.0")
+
+
+def test_engine_restarted_mid_update_then_recovered(tmp_path, session_labels, port):
+    # A second private engine of our own, stopped during the health gate and started again
+    # (a dockerd upgrade or crash on the device). The update must fail clearly, keep its
+    # journal, and the next recover() must put a serving runtime back.
+    from helio_gui.engine import HealthCheckConfig, RuntimeProfile, connect
+    from tests.support.private_engine import PrivateEngine, busybox_image
+
+    from .conftest import build_fake_runtime
+
+    root = Path(os.environ.get("HELIO_TEST_ENGINE_DIR", "/var/tmp/helio-test-engine") + "-restarter")
+    second = PrivateEngine(root=root)
+    second.start()
+    if second.external:
+        pytest.skip("needs its own private engine (HELIO_TEST_DOCKER_HOST names a shared one)")
+    eng = None
+    try:
+        client = second.client()
+        for container in client.containers.list(all=True):  # left by an earlier, killed run
+            container.remove(force=True)
+        base = busybox_image(client)
+        v1 = build_fake_runtime(client, base, "helio-test/fake-runtime:1.0.0", "1.0.0")
+        broken = build_fake_runtime(client, base, "helio-test/fake-runtime:3.0.0-broken", "3.0.0", healthy=False)
+        client.close()
+        eng = connect(second.base_url, state_dir=tmp_path)
+        profile = RuntimeProfile(name="restarter", image=v1, port=port, labels=dict(session_labels),
+                                 healthcheck=HealthCheckConfig(interval_s=0.5, timeout_s=2, retries=2, start_period_s=30),
+                                 health_timeout_s=60, stop_timeout_s=5)
+        eng.start(profile)
+        wait_for(lambda: eng.probe_runtime(profile)[0], 20, what="v1 serving")
+        in_gate = threading.Event()
+        result: dict = {}
+
+        def progress(p: Progress) -> None:
+            if p.stage == "health":
+                in_gate.set()
+
+        def run() -> None:
+            try:
+                result["report"] = eng.update(profile, broken, progress=progress)
+            except BaseException as exc:  # noqa: BLE001 - inspected below
+                result["error"] = exc
+
+        worker = threading.Thread(target=run, name="update-during-engine-restart")
+        worker.start()
+        assert in_gate.wait(60)
+        second.stop()
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+        error = result.get("error")
+        assert isinstance(error, EngineError), result["report"].summary() if "report" in result else result
+        assert "not running" in str(error) or "stopped answering" in str(error), str(error)
+        assert "journal is kept" in error.hint or "recover" in error.hint, error.hint
+        assert eng.journal(profile).read() is not None
+        eng.close()
+
+        second = PrivateEngine(root=root)
+        second.start()
+        eng = connect(second.base_url, state_dir=tmp_path)
+        report = eng.recover(profile)
+        assert report is not None and report.outcome == "rolled_back", report.summary()
+        assert eng.journal(profile).read() is None
+        wait_for(lambda: eng.probe_runtime(profile)[0], 30, what="v1 serving after the engine restart")
+        assert http_json(profile.base_url + "/api/status")["runtime_version"] == "1.0.0"
+        names = sorted(c["Name"].lstrip("/") for c in eng.containers(profile))
+        assert names == [profile.runtime_container_name], names
+    finally:
+        if eng is not None:
+            try:
+                for info in eng.containers():
+                    eng.client.api.remove_container(info["Id"], force=True)
+            except Exception:
+                pass
+            eng.close()
+        second.stop()
+
+
+def test_start_after_a_crashed_update_recovers_first(engine, running_v1, fake_images, docker_client):
+    # A crashed updater left the old runtime renamed `-previous` and a new one created. start()
+    # (with an edited profile) tried to set the current one aside under the same name: 409 Conflict.
+    profile = running_v1
+    old = engine._container(profile.runtime_container_name)
+    docker_client.api.rename(old["Id"], profile.previous_container_name)
+    docker_client.api.stop(old["Id"], timeout=2)
+    v2 = profile.model_copy(update={"image": fake_images["v2"]})
+    docker_client.containers.create(**v2.create_kwargs())  # created, never started
+    edited = profile.model_copy(update={"env": {"HELIO_LOG_LEVEL": "debug"}})
+    status = engine.start(edited)
+    assert status.state == "running" and status.mismatches == (), status
+    _only_runtime_is(engine, edited, "1.0.0")

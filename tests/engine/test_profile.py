@@ -59,3 +59,17 @@ def test_engine_package_is_qt_free_and_runtime_is_docker_free():
             "m = u.module_from_spec(spec); spec.loader.exec_module(m)\n"
             "assert 'docker' not in sys.modules and 'PySide6' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_device_dockerfile_builds_offline_with_buildkit_too():
+    # A `# syntax=docker/dockerfile:...` line makes BuildKit (default builder since Docker 23)
+    # pull the frontend image from Docker Hub before building: the wheelhouse build then fails in
+    # an air-gapped factory. The classic builder ignores it, so only this check catches it.
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "Dockerfile.device").read_text()
+    directives = [line for line in text.splitlines()[:5] if line.lower().replace(" ", "").startswith("#syntax=")]
+    assert not directives, directives
+    # Nothing architecture-specific may creep in (the arm64 build uses the same file).
+    for word in ("x86_64", "amd64", "aarch64", "arm64"):
+        assert word not in "\n".join(l for l in text.splitlines() if not l.startswith("#")), word

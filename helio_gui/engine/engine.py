@@ -319,6 +319,8 @@ class Engine:
                 out.append(f"label {key} is {labels.get(key)!r}, profile says {value!r}")
         if host.get("NetworkMode") != want["network_mode"]:
             out.append(f"network is {host.get('NetworkMode')}, profile says {want['network_mode']}")
+        if bool(host.get("ReadonlyRootfs")) != bool(want.get("read_only")):
+            out.append("read-only root differs from the profile")
         if bool(host.get("Init")) != bool(want["init"]):
             out.append("init differs from the profile")
         have_devices = {f"{d['PathOnHost']}:{d['PathInContainer']}:{d['CgroupPermissions']}" for d in host.get("Devices") or []}

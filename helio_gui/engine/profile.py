@@ -93,6 +93,7 @@ class RuntimeProfile(BaseModel):
     mem_limit_mb: int | None = Field(default=None, ge=16)
     cpus: float | None = Field(default=None, gt=0)
     labels: dict[str, str] = Field(default_factory=dict)
+    read_only_root: bool = Field(default=False, description="read-only root filesystem, tmpfs on /tmp; needs data_volume")
     stop_timeout_s: int = Field(default=10, ge=0)
     health_timeout_s: float = Field(default=60.0, gt=0)
 
@@ -151,6 +152,9 @@ class RuntimeProfile(BaseModel):
             if not os.path.exists(mount.source):
                 raise EngineError(f"Mount source {mount.source} does not exist.",
                                   "Fix or remove that mount in the runtime profile.")
+        if self.read_only_root and not self.data_volume:
+            raise EngineError("A read-only root filesystem needs a data volume (the runtime stores results in /data).",
+                              "Set a data volume in the runtime profile, or turn the read-only root off.")
         if self.data_volume and self.data_volume.startswith("/") and not Path(self.data_volume).is_dir():
             raise EngineError(f"Data folder {self.data_volume} does not exist.",
                               "Create it or choose a named volume for the data.")
@@ -196,6 +200,11 @@ class RuntimeProfile(BaseModel):
             kwargs["mem_limit"] = f"{self.mem_limit_mb}m"
         if self.cpus:
             kwargs["nano_cpus"] = int(self.cpus * 1e9)
+        if self.read_only_root:
+            # Nothing but /data (the volume) and /tmp is writable: a compromised or buggy runtime
+            # cannot alter the image's files, and the image needs no other writes (checked in tests).
+            kwargs["read_only"] = True
+            kwargs["tmpfs"] = {"/tmp": "rw,nosuid,nodev,size=64m"}
         if devices:
             # The runtime runs as a non-root user in the `video` group of the image.
             kwargs["group_add"] = ["video"]

@@ -160,3 +160,23 @@ def test_updater_killed_during_handover_is_finished_by_recover(engine, device_pr
     assert engine._container(profile.previous_container_name) is None
     wait_for(lambda: engine.probe_runtime(profile)[0] and api(profile, "/api/status")["runtime_version"] == "0.2.0",
              60, what="0.2.0 serving after the handover was finished")
+
+
+def test_device_image_runs_with_a_read_only_root(engine, device_profile, device_images, docker_client):
+    # The image writes nothing outside /data (the volume) and /tmp (a tmpfs): it runs, serves
+    # frames and stores results with the root filesystem read-only.
+    profile = device_profile.model_copy(update={"read_only_root": True})
+    status = engine.start(profile)
+    assert status.mismatches == ()
+    ok, why = engine.wait_healthy(profile, status.container_id, profile.health_timeout_s)
+    assert ok, why
+    info = docker_client.api.inspect_container(status.container_id)
+    assert info["HostConfig"]["ReadonlyRootfs"] is True and "/tmp" in info["HostConfig"]["Tmpfs"]
+    run = docker_client.api.exec_create(status.container_id, ["sh", "-c", "touch /opt/helio/x 2>&1; touch /tmp/x && "
+                                                               "echo tmp-writable; ls /data"])
+    out = docker_client.api.exec_start(run).decode()
+    assert "Read-only file system" in out and "tmp-writable" in out and "results" in out, out
+    # Without a data volume there is nowhere to store results: refused before anything starts.
+    engine.remove(profile)
+    with pytest.raises(Exception, match="needs a data volume"):
+        engine.start(profile.model_copy(update={"data_volume": None}))

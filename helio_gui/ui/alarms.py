@@ -104,7 +104,9 @@ class AlarmModel(QtCore.QObject):
 
 
 class AlarmBanner(QtWidgets.QFrame):
-    """A full-width red banner while any alarm is unacknowledged; amber line while one is active."""
+    """The alarm row under the status strip: red while any alarm is unacknowledged, amber while
+    one is still active, a quiet "no alarms" line otherwise. It always keeps its height, so an
+    alarm never pushes the buttons below it under the operator's finger (touchscreens)."""
 
     acknowledge_clicked = QtCore.Signal()
 
@@ -112,32 +114,76 @@ class AlarmBanner(QtWidgets.QFrame):
         super().__init__(parent)
         self.setObjectName("AlarmBanner")
         self.model = model
+        self.alarming = False
         lay = QtWidgets.QHBoxLayout(self)
-        lay.setContentsMargins(18, 8, 12, 8)
+        lay.setContentsMargins(18, 4, 12, 4)
         self.icon = QtWidgets.QLabel("⚠")
         self.text = QtWidgets.QLabel()
         self.text.setWordWrap(True)
+        # Two lines at most: more alarms are counted in front and listed in the tooltip.
+        self.text.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Ignored)
         self.ack = QtWidgets.QPushButton("ACKNOWLEDGE")
         self.ack.setMinimumWidth(200)
         self.ack.clicked.connect(self.acknowledge_clicked)
+        # The button's space stays reserved when it is hidden, so the text never reflows.
+        keep = self.ack.sizePolicy()
+        keep.setRetainSizeWhenHidden(True)
+        self.ack.setSizePolicy(keep)
         lay.addWidget(self.icon)
         lay.addWidget(self.text, 1)
         lay.addWidget(self.ack)
         model.changed.connect(self.refresh)
         self.refresh()
 
+    def _fix_height(self) -> None:
+        self.ensurePolished()
+        self.text.ensurePolished()
+        self.ack.ensurePolished()
+        two_lines = 2 * self.text.fontMetrics().lineSpacing() + 12
+        self.setFixedHeight(max(two_lines, self.ack.sizeHint().height() + 8))
+
+    def changeEvent(self, ev) -> None:
+        super().changeEvent(ev)
+        if ev.type() in (QtCore.QEvent.Type.StyleChange, QtCore.QEvent.Type.FontChange):
+            self._fix_height()
+
+    def _set_look(self, state: str) -> None:
+        if getattr(self, "_state", None) == state:
+            return
+        self._state = state
+        bg = {"alarm": "#c62828", "active": "#8a5a00"}.get(state)
+        if bg:
+            self.setStyleSheet(f"#AlarmBanner {{ background: {bg}; }}")
+        else:
+            self.setStyleSheet("#AlarmBanner { background: transparent; border-bottom: 1px solid #30363d; }"
+                               "#AlarmBanner QLabel { color: #8b949e; font-weight: 400; }")
+        self._fix_height()
+
     def refresh(self) -> None:
         unack = self.model.unacknowledged()
         active = self.model.active()
+        shown = unack or active
+        self.alarming = bool(shown)
         if unack:
-            self.setStyleSheet("#AlarmBanner { background: #c62828; }")
-            self.text.setText("   |   ".join(("" if a.active else "(cleared) ") + a.message for a in unack))
+            self._set_look("alarm")
+            parts = [("" if a.active else "(cleared) ") + a.message for a in unack]
             self.ack.show()
-            self.show()
         elif active:
-            self.setStyleSheet("#AlarmBanner { background: #8a5a00; }")
-            self.text.setText("Acknowledged, still active: " + "   |   ".join(a.message for a in active))
+            self._set_look("active")
+            parts = ["Acknowledged, still active: " + "   |   ".join(a.message for a in active)]
             self.ack.hide()
-            self.show()
         else:
-            self.hide()
+            self._set_look("quiet")
+            parts = []
+            self.ack.hide()
+        if not shown:
+            self.icon.setText("✓")
+            self.text.setText("No active alarms")
+            self.setToolTip("")
+            return
+        self.icon.setText("⚠")
+        text = "   |   ".join(parts)
+        if len(unack) > 1:
+            text = f"{len(unack)} ALARMS — " + text
+        self.text.setText(text)
+        self.setToolTip("\n".join(parts))

@@ -20,8 +20,10 @@ UPDATE_SOURCES = [("registry", "Registry reference", "e.g. registry.local/helio-
 class RuntimeControlPanel(QtWidgets.QWidget):
     action_finished = QtCore.Signal(str, bool, str)  # action, ok, message (tests wait on it)
 
-    def __init__(self, backend, runner: TaskRunner, roles, presenter=None, config=None, parent=None):
-        """`config`: the GuiConfig that remembers the build's base image (saved when an update starts)."""
+    def __init__(self, backend, runner: TaskRunner, roles, presenter=None, config=None, kiosk: bool = False,
+                 parent=None):
+        """`config`: the GuiConfig that remembers the build's base image (saved when an update starts).
+        `kiosk`: the cards stack (touch sizes do not fit side by side in 1280 px)."""
         super().__init__(parent)
         self.backend, self.runner, self.roles, self.presenter = backend, runner, roles, presenter
         self.config = config
@@ -41,7 +43,8 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         self.engine_line.setWordWrap(True)
         outer.addWidget(self.engine_line)
 
-        top = QtWidgets.QHBoxLayout()
+        top = QtWidgets.QBoxLayout(QtWidgets.QBoxLayout.Direction.TopToBottom if kiosk
+                                   else QtWidgets.QBoxLayout.Direction.LeftToRight)
         state = Card("Runtime")
         form = QtWidgets.QGridLayout()
         self.fields = {}

@@ -10,7 +10,8 @@ from .widgets import Card, VerdictBanner
 
 
 class LivePanel(QtWidgets.QWidget):
-    def __init__(self, presenters: list[RuntimePresenter], side_width: int = 340, parent=None):
+    def __init__(self, presenters: list[RuntimePresenter], side_width: int = 340, kiosk: bool = False,
+                 parent=None):
         super().__init__(parent)
         self.presenters = presenters
         self.feeds: list[FeedView] = []
@@ -34,7 +35,7 @@ class LivePanel(QtWidgets.QWidget):
         outer.addWidget(grid_host, 1)
 
         side = QtWidgets.QVBoxLayout()
-        side.setSpacing(12)
+        side.setSpacing(8 if kiosk else 12)
         self.banner = VerdictBanner()
         self.banner.setMinimumWidth(300)
         side.addWidget(self.banner)
@@ -42,6 +43,10 @@ class LivePanel(QtWidgets.QWidget):
         self.part_info = QtWidgets.QLabel("No part inspected yet")
         self.part_info.setWordWrap(True)
         self.part_info.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop)
+        # The measurements list gives way (its last lines are cut) before the window outgrows a
+        # 1280x800 kiosk screen; the verdict, counts and layers above and below stay whole.
+        self.part_info.setSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Ignored)
+        self.part_info.setMinimumHeight(60)
         info.add(self.part_info)
         side.addWidget(info, 1)
         counts = Card("This shift")
@@ -54,12 +59,19 @@ class LivePanel(QtWidgets.QWidget):
         for key, text in (("regions", "Regions && measurements"), ("labels", "Labels"), ("badges", "fps / latency / age")):
             cb = QtWidgets.QCheckBox(text)
             cb.setChecked(True)
+            if kiosk:
+                cb.setMinimumHeight(48)  # a touch target, never squeezed by the side column
             cb.toggled.connect(lambda on, k=key: [f.set_layer(k, on) for f in self.feeds])
             layers.add(cb)
             self.layer_boxes[key] = cb
         hint = QtWidgets.QLabel("Wheel or pinch to zoom, drag to pan, double-tap to reset")
         hint.setProperty("role", "muted")
         hint.setWordWrap(True)
+        if kiosk:
+            # Touch: pinch and double-tap are what fingers do anyway; the row is needed for a
+            # 1280x800 screen to hold the alarm row and 48 px checkboxes.
+            layers.setToolTip(hint.text())
+            hint.hide()
         layers.add(hint)
         side.addWidget(layers)
         side_host = QtWidgets.QWidget()

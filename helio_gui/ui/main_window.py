@@ -55,7 +55,7 @@ class MainWindow(QtWidgets.QMainWindow):
         nlay.setContentsMargins(0, 8, 0, 8)
         nlay.setSpacing(2)
         self.stack = QtWidgets.QStackedWidget()
-        self.live = LivePanel(self.presenters, side_width=400 if kiosk else 340)
+        self.live = LivePanel(self.presenters, side_width=400 if kiosk else 340, kiosk=kiosk)
         self._pages: dict[str, QtWidgets.QWidget] = {"live": self.live}
         self._page_index: dict[str, int] = {"live": self.stack.addWidget(self.live)}
         self.nav_buttons: dict[str, QtWidgets.QPushButton] = {}
@@ -110,7 +110,8 @@ class MainWindow(QtWidgets.QMainWindow):
             elif key == "runtime":
                 from .control import RuntimeControlPanel
 
-                panel = RuntimeControlPanel(self.backend, self.runner, self.roles, self.presenter, self.config)
+                panel = RuntimeControlPanel(self.backend, self.runner, self.roles, self.presenter, self.config,
+                                            kiosk=self.kiosk)
             elif key == "settings":
                 from .settings import SettingsPanel
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6 import QtCore, QtWidgets
 
 from .theme import COLORS
@@ -66,6 +68,7 @@ class VerdictBanner(QtWidgets.QLabel):
         super().__init__("WAITING", parent)
         self.setObjectName("VerdictBanner")
         self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.setTextFormat(QtCore.Qt.TextFormat.RichText)
         self.setMinimumHeight(120)
         self.verdict = ""
         self.set_verdict("")
@@ -78,10 +81,13 @@ class VerdictBanner(QtWidgets.QLabel):
             bg, fg, text = COLORS["fail"], "#ffffff", "FAIL"
         else:
             bg, fg, text = "#27303a", COLORS["muted"], verdict or "WAITING"
-        self.setText(text + (f"\n{detail}" if detail else ""))
         big = 56 if verdict in ("PASS", "FAIL") else 40
+        # The verdict is what is read from 2 m; the part number under it is half the size, so
+        # both fit the banner's minimum height (a squeezed kiosk column clipped "PASS").
+        self.setText(f"<div style='font-size:{big}px'>{text}</div>"
+                     + (f"<div style='font-size:{big // 2}px'>{html.escape(detail)}</div>" if detail else ""))
         self.setStyleSheet(f"QLabel#VerdictBanner {{ background: {bg}; color: {fg}; border-radius: 10px;"
-                           f" font-size: {big}px; font-weight: 800; padding: 8px; }}")
+                           f" font-weight: 800; padding: 4px; }}")
 
 
 def confirm(parent, title: str, text: str, ok_text: str) -> bool:

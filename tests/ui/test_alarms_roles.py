@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PySide6 import QtCore, QtWidgets
 
 from helio_gui.ui.alarms import AlarmModel, DefectRateWindow
 from helio_gui.ui.config import DEFAULT_PIN, GuiConfig, log_dir
@@ -34,14 +35,14 @@ def test_defect_rate_alarm_over_sliding_window_with_hysteresis(win):
     assert "defect_rate" not in win.alarms.alarms  # fewer than min_parts: no alarm yet
     win._rate_alarm(result(5, "FAIL"))
     assert win.alarms.alarms["defect_rate"].active
-    assert win.banner.isVisible() and "DEFECT RATE 100%" in win.banner.text.text()
+    assert win.banner.alarming and "DEFECT RATE 100%" in win.banner.text.text()
     win._rate_alarm(result(5, "FAIL"))  # a replayed result (reconnect) is not counted twice
     assert win.defect_window.count == 5
     for i in range(6, 30):
         win._rate_alarm(result(i, "PASS"))
     assert not win.alarms.alarms["defect_rate"].active  # cleared once the window is clean
     win.banner.ack.click()
-    assert not win.alarms.alarms and not win.banner.isVisible()
+    assert not win.alarms.alarms and not win.banner.alarming
     text = (log_dir() / "alarms.log").read_text()
     assert "ALARM defect_rate" in text and "CLEARED defect_rate" in text and "ACK defect_rate by operator" in text
 
@@ -55,9 +56,33 @@ def test_camera_lost_and_frozen_feed_alarms(win, qtbot):
     win._frozen_alarm(feed, True)
     assert "FEED FROZEN — Feed 2" in win.banner.text.text()
     win.alarms.acknowledge_all("operator")
-    assert win.banner.isVisible() and "still active" in win.banner.text.text()  # acknowledged, not gone
+    assert win.banner.alarming and "still active" in win.banner.text.text()  # acknowledged, not gone
     win._frozen_alarm(feed, False)
-    assert not win.banner.isVisible()
+    assert not win.banner.alarming
+
+
+def test_alarms_do_not_move_what_the_operator_is_about_to_tap(win, qtbot):
+    """On a touchscreen a banner that appears (or grows to three lines) pushes every button down
+    under the finger: the nav and pages must stay where they are, whatever the alarms."""
+    win.resize(1280, 800)
+    qtbot.waitUntil(lambda: win.nav_buttons["live"].isVisible())
+
+    def where():
+        QtWidgets.QApplication.processEvents()
+        return [b.mapTo(win, QtCore.QPoint(0, 0)).y() for b in win.nav_buttons.values()]
+
+    quiet = where()
+    win.alarms.raise_("defect_rate", "DEFECT RATE 60% over the last 40 parts (limit 25%)")
+    assert where() == quiet
+    for i in range(4):
+        win.alarms.raise_(f"feed_frozen:{i}", f"FEED FROZEN — Feed {i}: no new frame for over 1 s " * 2)
+    assert where() == quiet
+    assert "5 ALARMS" in win.banner.text.text() or "5 alarms" in win.banner.text.text()
+    win.alarms.acknowledge_all("operator")
+    for key in list(win.alarms.alarms):
+        win.alarms.clear(key)
+    win.alarms.acknowledge_all("operator")
+    assert not win.banner.alarming and where() == quiet
 
 
 def test_grid_shows_one_view_per_feed(win):

@@ -137,7 +137,7 @@ def test_stop_and_start_buttons_alarm_and_resume(qtbot, tmp_path):
         assert not rt.running()
         qtbot.waitUntil(lambda: feed.lost or feed.frozen, timeout=3000)  # never shown as live
         qtbot.waitUntil(lambda: "runtime_down" in win.alarms.alarms, timeout=8000)
-        assert win.banner.isVisible() and "RUNTIME DOWN" in win.banner.text.text()
+        assert win.banner.alarming and "RUNTIME DOWN" in win.banner.text.text()
         assert win.presenter.connection == "reconnecting"
         painted = feed.frames_painted
         qtbot.waitUntil(win.control.btn_start.isEnabled, timeout=5000)  # enabled once seen stopped
@@ -148,7 +148,7 @@ def test_stop_and_start_buttons_alarm_and_resume(qtbot, tmp_path):
         qtbot.waitUntil(lambda: feed.frames_painted > painted + 3, timeout=20000)
         qtbot.waitUntil(lambda: not win.alarms.alarms["runtime_down"].active, timeout=5000)
         win.banner.ack.click()  # cleared and acknowledged: gone
-        assert "runtime_down" not in win.alarms.alarms and not win.banner.isVisible()
+        assert "runtime_down" not in win.alarms.alarms and not win.banner.alarming
         logged = (log_dir() / "alarms.log").read_text()
         assert "ALARM runtime_down" in logged and "CLEARED runtime_down" in logged and "ACK runtime_down" in logged
     finally:

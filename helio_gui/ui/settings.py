@@ -39,6 +39,18 @@ def source_spec(kind: str, value: str) -> str | None:
     return value
 
 
+def source_choice(spec: str | None) -> tuple[str, str]:
+    """The form's (kind, value) for a runtime --source spec: the inverse of `source_spec`."""
+    if not spec:
+        return "demo", ""
+    for prefix, kind in (("file:", "file"), ("folder:", "folder"), ("camera:", "camera")):
+        if spec.startswith(prefix):
+            return kind, spec[len(prefix):]  # options (?loop=1...) stay: Apply gives them back
+    if spec.startswith("/dev/") or spec.isdigit():
+        return "camera", spec
+    return "url", spec
+
+
 class SettingsPanel(QtWidgets.QWidget):
     recipe_applied = QtCore.Signal(bool, str)
 
@@ -164,7 +176,7 @@ class SettingsPanel(QtWidgets.QWidget):
         roles.role_changed.connect(self._apply_role)
         self._apply_role(roles.role)
         self.source_msg.hide()
-        self._kind_changed()
+        self._show_current_source()
         self._show_profile()
         # The recipe is read once the runtime answers (it may still be starting).
         self._recipe_loaded = False
@@ -199,6 +211,18 @@ class SettingsPanel(QtWidgets.QWidget):
                                       f"source {getattr(p, 'source', '')}")
 
     # -- source ------------------------------------------------------------------------------
+    def _show_current_source(self) -> None:
+        """The form starts on the source the runtime runs on (the child's, else the saved one)."""
+        b = self.backend
+        spec = b.rt.source if b is not None and getattr(b, "kind", "") == "embedded" else self.config.source
+        kind, value = source_choice(spec)
+        i = self.source_kind.findData(kind)
+        with QtCore.QSignalBlocker(self.source_kind):
+            self.source_kind.setCurrentIndex(max(0, i))
+        self._kind_changed()
+        if value:
+            self.source_value.setEditText(value)
+
     def _kind_changed(self, *_):
         kind = self.source_kind.currentData()
         self.source_value.clear()
@@ -212,6 +236,7 @@ class SettingsPanel(QtWidgets.QWidget):
         elif kind in ("file", "folder"):
             self.source_value.lineEdit().setPlaceholderText("choose with Browse…")
         self.source_value.setEnabled(kind != "demo" and self.roles.is_engineer)
+        self.source_value.setVisible(kind != "demo")  # nothing to choose for the demo footage
         self.btn_browse.setEnabled(kind in ("file", "folder") and self.roles.is_engineer)
 
     def _browse(self) -> None:

@@ -111,7 +111,12 @@ class RuntimePresenter(QtCore.QObject):
         if state == "live":
             self._set_connection("connected", f"connected to {self.client.base_url}")
         elif state == "reconnecting":
-            self._set_connection("reconnecting", f"runtime unreachable: {reason}")
+            # The strip elides on the right: what is happening first, the technical reason after.
+            why, _, retry = reason.rpartition("; ")
+            if retry.startswith("retrying in") and why:
+                self._set_connection("reconnecting", f"runtime unreachable · {retry} · {why}")
+            else:
+                self._set_connection("reconnecting", f"runtime unreachable · reconnecting · {reason}")
 
     def _set_connection(self, state: str, message: str) -> None:
         # May run on a reader thread: the signal is queued to the GUI thread.
@@ -153,4 +158,4 @@ class RuntimePresenter(QtCore.QObject):
     def _status_failed(self, msg: str) -> None:
         self._status_busy = False
         if self.connection != "reconnecting":
-            self._set_connection("reconnecting", f"runtime unreachable: {msg}")
+            self._set_connection("reconnecting", f"runtime unreachable · reconnecting · {msg}")

@@ -47,3 +47,19 @@ def test_settings_show_the_source_the_runtime_runs_on(qtbot, parts, tmp_path):
     panel.source_kind.setCurrentIndex(panel.source_kind.findData("demo"))
     assert not panel.source_value.isVisibleTo(panel)  # nothing to choose for the demo footage
     panel.shutdown()
+
+
+def test_unreachable_runtime_says_it_is_retrying_first(qtbot, parts, port):
+    """The status strip elides on the right: "reconnecting" and when must come first, the
+    technical reason after."""
+    runner, _presenter, _roles = parts
+    p = RuntimePresenter(runner, f"http://127.0.0.1:{port}", "t")
+    try:
+        with qtbot.waitSignal(p.connection_changed, timeout=10000,
+                              check_params_cb=lambda s, m: s == "reconnecting") as sig:
+            p.start()
+        msg = sig.args[1]
+        assert msg.startswith("runtime unreachable · retrying in "), msg
+        assert "connection refused" in msg
+    finally:
+        p.shutdown()

@@ -384,6 +384,10 @@ class Engine:
         recover() understands after a crash) until the new one has started."""
         api = self.client.api
         self._verify_present(profile.image)  # before anything is touched
+        if old["State"].get("Restarting"):
+            # In its restart back-off it cannot be renamed ("sandbox not found"); it serves nothing.
+            api.stop(old["Id"], timeout=profile.stop_timeout_s)
+            old = self._container(old["Id"]) or old
         was_running = bool(old["State"].get("Running"))
         api.rename(old["Id"], profile.previous_container_name)
         try:

@@ -112,7 +112,7 @@ def run_update(engine: "Engine", profile: RuntimeProfile, image_ref: str,
         _stage(progress, "prepare", "Creating the new runtime container")
         with engine._doing("renaming the current runtime"):
             if old_id:
-                api.rename(old_id, profile.previous_container_name)
+                _rename_aside(engine, profile, old_id, rep)
                 journal.phase("renamed")
         try:
             with engine._doing("creating the new runtime container"):
@@ -234,6 +234,27 @@ def _undo(engine: "Engine", journal, profile: RuntimeProfile, old_id: str | None
                           "When the engine runs again (sudo systemctl status docker), start the console (or "
                           "Engine.recover) to put the previous runtime back; the update journal is kept.") from None
     return rep
+
+
+def _rename_aside(engine: "Engine", profile: RuntimeProfile, old_id: str, rep: "UpdateReport") -> None:
+    """Rename the current runtime to `-previous`. A container in its restart back-off (a crash
+    loop: it serves nothing) cannot be renamed ("sandbox not found"), so it is stopped first."""
+    api = engine.client.api
+    for attempt in range(3):
+        info = engine._container(old_id)
+        if info is not None and (info["State"].get("Restarting") or
+                                 (int(info.get("RestartCount", 0)) > 0 and not info["State"].get("Running"))):
+            t = time.monotonic()
+            api.stop(old_id, timeout=profile.stop_timeout_s)
+            rep.add("stop crash-looping runtime", True, "it was restarting in a loop, serving nothing", t)
+        try:
+            api.rename(old_id, profile.previous_container_name)
+            return
+        except docker.errors.APIError:
+            info = engine._container(old_id)
+            if attempt == 2 or info is None or not (info["State"].get("Restarting") or info.get("RestartCount")):
+                raise
+            time.sleep(0.2)  # it went into its back-off between our look and the rename
 
 
 def _restored(rep: "UpdateReport") -> bool:

@@ -433,3 +433,25 @@ def test_start_after_a_crashed_update_recovers_first(engine, running_v1, fake_im
     status = engine.start(edited)
     assert status.state == "running" and status.mismatches == (), status
     _only_runtime_is(engine, edited, "1.0.0")
+
+
+def test_update_away_from_a_crash_looping_runtime(engine, profile, fake_images, docker_client):
+    # The usual reason for an update: the runtime on the line is broken and restarts in a loop.
+    # Renaming a container in its restart back-off fails in the engine ("sandbox ... not found"),
+    # so the fix could never be installed.
+    crashing = _derived_image(docker_client, fake_images["v1"], "helio-test/fake-runtime:crash-loop",
+                              'CMD ["sh", "-c", "echo crashing; exit 3"]')
+    broken = profile.model_copy(update={"image": crashing})
+    try:
+        engine.start(broken)
+        wait_for(lambda: engine.runtime_status(broken).restart_loop, 30, what="a restart loop")
+        report = engine.update(broken, fake_images["v2"])
+        assert report.success and report.outcome == "updated", report.summary()
+        _only_runtime_is(engine, report.profile, "2.0.0")
+        # Rolling back to the crashing version fails its gate and puts 2.0.0 back.
+        back = engine.rollback(report.profile)
+        assert back.outcome == "rolled_back" and not back.success, back.summary()
+        _only_runtime_is(engine, report.profile, "2.0.0")
+    finally:
+        for info in engine.containers(profile):
+            docker_client.api.remove_container(info["Id"], force=True)

@@ -95,6 +95,8 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         # Build only: the base image (a local one on an air-gapped machine) and whether the
         # context's wheelhouse/ makes pip offline.
         self.build_row = QtWidgets.QWidget()
+        self.build_row.setObjectName("BuildRow")
+        self.build_row.setStyleSheet("#BuildRow, #BuildRow QLabel { background: transparent; }")
         brow = QtWidgets.QGridLayout(self.build_row)
         brow.setContentsMargins(0, 0, 0, 0)
         blabel = QtWidgets.QLabel("Base image")
@@ -128,7 +130,18 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         actions.layout_.addLayout(prog)
         self.result_line = QtWidgets.QLabel("")
         self.result_line.setWordWrap(True)
-        actions.add(self.result_line)
+        self.result_line.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft)
+        self.result_line.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        # An update's step-by-step report is long: it scrolls in a bounded box instead of
+        # squeezing the log view below to one line.
+        self.result_box = QtWidgets.QScrollArea()
+        self.result_box.setWidgetResizable(True)
+        self.result_box.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.result_box.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.result_box.setStyleSheet("QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }")
+        self.result_box.setWidget(self.result_line)
+        self.result_box.setMaximumHeight(110)
+        actions.add(self.result_box)
         self.role_hint = QtWidgets.QLabel("Operator: read-only. Unlock as engineer to control the runtime.")
         self.role_hint.setProperty("role", "muted")
         actions.add(self.role_hint)
@@ -154,6 +167,7 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         self.log_view = QtWidgets.QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setMinimumHeight(160)  # the page scrolls rather than squeeze the log to a line
         self.log_view.setLineWrapMode(QtWidgets.QPlainTextEdit.LineWrapMode.WidgetWidth)
         logs.add(self.log_view, 1)
         outer.addWidget(logs, 1)

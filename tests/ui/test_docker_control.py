@@ -134,7 +134,8 @@ def _air_gapped_context(dest, version: str):
 
 
 def test_build_update_uses_the_base_image_field_and_remembers_it(qtbot, qapp, docker_engine, docker_client,
-                                                                 busybox_image, session_labels, port, tmp_path):
+                                                                 busybox_image, session_labels, port, tmp_path,
+                                                                 screenshot_dir):
     """Air-gapped: Update -> Build from Dockerfile.device with a local base image (the BASE_IMAGE
     build arg) builds, swaps the container, and the field is kept in the GUI config; without it the
     build fails saying what to do, and the running container is untouched."""
@@ -149,6 +150,10 @@ def test_build_update_uses_the_base_image_field_and_remembers_it(qtbot, qapp, do
     runner = TaskRunner()
     roles = RoleModel(hash_pin(DEFAULT_PIN))
     config = GuiConfig()
+    from helio_gui.ui import theme
+
+    old_style = qapp.styleSheet()
+    theme.apply(qapp)  # styled like the app, for the screenshot
     p = RuntimeControlPanel(backend, runner, roles, config=config)
     qtbot.addWidget(p)
     p.skip_confirm = True
@@ -177,11 +182,15 @@ def test_build_update_uses_the_base_image_field_and_remembers_it(qtbot, qapp, do
         assert c.labels.get("org.opencontainers.image.version") == "4.0.0"
         assert backend.profile.image.startswith("helio-runtime:local-")
         assert GuiConfig.load().build_base_image == busybox_image  # remembered across restarts
+        p.resize(1090, 736)  # the page's area in a 1280x800 window
+        (screenshot_dir / "gui").mkdir(exist_ok=True)
+        p.grab().save(str(screenshot_dir / "gui" / "runtime_docker_build.png"))
         p2 = RuntimeControlPanel(backend, runner, roles, config=GuiConfig.load())
         qtbot.addWidget(p2)
         assert p2.base_image.text() == busybox_image
         p2.shutdown()
     finally:
+        qapp.setStyleSheet(old_style)
         p.shutdown()
         runner.shutdown()
         roles.shutdown()

@@ -229,3 +229,32 @@ def test_yield_trend_axis_fits_a_fresh_shift(qtbot, demo_runtime):
         assert bottom <= 0 and top >= 100
     finally:
         win.shutdown()
+
+
+def test_restart_button_the_feed_comes_back_by_itself(qtbot, tmp_path):
+    """Runtime → Restart: the API goes away and comes back on the same address; the window says
+    it is reconnecting meanwhile (never live), and the feed resumes with no action."""
+    rt = EmbeddedRuntime(data_dir=tmp_path / "rt")
+    rt.start(timeout=30)
+    win = open_window(qtbot, rt)
+    try:
+        feed = win.live.feeds[0]
+        qtbot.waitUntil(lambda: feed.frames_painted >= 3, timeout=15000)
+        win.roles.unlock(DEFAULT_PIN)
+        win.control.skip_confirm = True
+        qtbot.waitUntil(win.control.btn_restart.isEnabled, timeout=5000)
+        old_pid = rt.pid
+        states = []
+        win.presenter.connection_changed.connect(lambda s, m: states.append((s, m)))
+        with qtbot.waitSignal(win.control.action_finished, timeout=40000) as sig:
+            win.control.btn_restart.click()
+        assert sig.args[:2] == ["restart", True], sig.args
+        assert rt.pid not in (None, old_pid)
+        painted = feed.frames_painted
+        qtbot.waitUntil(lambda: feed.frames_painted > painted + 3 and not feed.lost and not feed.frozen,
+                        timeout=20000)
+        qtbot.waitUntil(lambda: win.presenter.connection == "connected", timeout=10000)
+        assert any(s == "reconnecting" and "runtime unreachable" in m for s, m in states), states
+    finally:
+        win.shutdown()
+        rt.stop()

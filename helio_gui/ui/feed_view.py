@@ -7,6 +7,7 @@ copy, and the view keeps the frame object (hence the buffer) alive as long as th
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from .theme import COLORS
 
 FROZEN_AFTER_S = 1.0  # no new frame for this long: the feed is flagged, never shown as live
-OVERLAY_HOLD_S = 0.8  # a result's regions stay on the live view this long after its frame
+RECENT_FRAMES = 12  # frames kept by id so a result can be shown on the frame it was made from
+SNAPSHOT_HOLD_S = 6.0  # the last part's snapshot stays this long (or until the next part)
 
 
 def qimage_from_array(arr: np.ndarray) -> QtGui.QImage:
@@ -51,6 +53,15 @@ class Overlay:
     regions: list
     frame_size: tuple[int, int]
     received: float  # monotonic
+    part_id: int = -1
+
+
+@dataclass
+class Snapshot:
+    """The inspected frame of the last part and its overlay (shown in the view's corner)."""
+
+    frame: object  # the StreamFrame (keeps its buffer alive)
+    overlay: Overlay
 
 
 LOST_MARGIN = 16  # px between the FEED LOST box and the view's edges
@@ -75,6 +86,11 @@ class FeedView(QtWidgets.QWidget):
         self._qimage: QtGui.QImage | None = None
         self._dirty = False
         self._overlay: Overlay | None = None
+        # A short ring of recent frames by id: a result arrives after its frame has been shown,
+        # and on a moving belt later frames no longer show the part where its boxes are.
+        self._recent: collections.deque = collections.deque(maxlen=RECENT_FRAMES)
+        self.snapshot: Snapshot | None = None
+        self._snapshot_qimage: QtGui.QImage | None = None
         self.layers = {"regions": True, "labels": True, "badges": True}
         self.zoom = 1.0
         self.pan = QtCore.QPointF(0, 0)
@@ -100,6 +116,10 @@ class FeedView(QtWidgets.QWidget):
         if frame is None:
             return
         self._frame = frame
+        self._recent.append(frame)
+        ov = self._overlay
+        if ov is not None and frame.frame_id == ov.frame_id:
+            self._take_snapshot(frame, ov)  # the result came before its frame
         self._dirty = True
         self._last_new = time.monotonic()
         self.frames_set += 1
@@ -111,10 +131,33 @@ class FeedView(QtWidgets.QWidget):
     def set_overlay(self, result: dict) -> None:
         """Takes a result JSON; its regions are drawn on the frame with the same id."""
         size = result.get("frame_size") or (0, 0)
-        self._overlay = Overlay(int(result.get("frame_id", -1)), str(result.get("verdict", "")),
-                                list(result.get("regions") or []), (int(size[0]), int(size[1])),
-                                time.monotonic())
+        ov = self._overlay = Overlay(int(result.get("frame_id", -1)), str(result.get("verdict", "")),
+                                     list(result.get("regions") or []), (int(size[0]), int(size[1])),
+                                     time.monotonic(), int(result.get("id", -1)))
+        # The inspected frame, or the nearest kept one within two frames (latest-wins may have
+        # dropped the exact one; the part moves a few pixels per frame).
+        near = [f for f in self._recent if abs(f.frame_id - ov.frame_id) <= 2]
+        if near:
+            self._take_snapshot(min(near, key=lambda f: abs(f.frame_id - ov.frame_id)), ov)
         self.update()
+
+    def _take_snapshot(self, frame, ov: Overlay) -> None:
+        self.snapshot = Snapshot(frame, ov)
+        self._snapshot_qimage = qimage_from_array(frame.image)  # wraps: the snapshot holds the buffer
+
+    def snapshot_rect(self) -> QtCore.QRectF:
+        """Where the last part's snapshot is drawn (bottom left), or a null rect when none is."""
+        snap = self.snapshot
+        if (snap is None or not self.layers["regions"] or self.frozen or self.lost
+                or time.monotonic() - snap.overlay.received > SNAPSHOT_HOLD_S):
+            return QtCore.QRectF()
+        ih, iw = snap.frame.image.shape[:2]
+        w = max(120.0, self.width() * 0.3)
+        h = w * ih / iw
+        if h > self.height() * 0.4:
+            h = self.height() * 0.4
+            w = h * iw / ih
+        return QtCore.QRectF(10, self.height() - h - 10, w, h)
 
     def set_status(self, text: str, lost: bool = False) -> None:
         self.status_text = text
@@ -257,15 +300,46 @@ class FeedView(QtWidgets.QWidget):
                 p.fillRect(rect, QtGui.QColor(0, 0, 0, 150))  # dimmed: visibly not live
             elif self.layers["regions"]:
                 self._paint_overlay(p, rect, frame)
+                self._paint_snapshot(p)
         self._paint_badges(p, frame)
         p.end()
 
-    def _paint_overlay(self, p: QtGui.QPainter, rect: QtCore.QRectF, frame) -> None:
-        ov = self._overlay
-        if ov is None or frame.frame_id < ov.frame_id:
+    def _paint_snapshot(self, p: QtGui.QPainter) -> None:
+        r = self.snapshot_rect()
+        if r.isNull():
             return
-        # Exact frame match, or the part's frames that follow closely (the part moves little).
-        if frame.frame_id != ov.frame_id and time.monotonic() - ov.received > OVERLAY_HOLD_S:
+        snap = self.snapshot
+        p.save()
+        p.setRenderHint(QtGui.QPainter.RenderHint.SmoothPixmapTransform, True)
+        p.drawImage(r, self._snapshot_qimage)
+        # Boxes only, clipped to the inset: the side panel lists the part's measurements.
+        p.setClipRect(r)
+        self._paint_overlay(p, r, snap.frame, snap.overlay, slack=2, labels=False)
+        p.setClipping(False)
+        color = QtGui.QColor(COLORS["pass"] if snap.overlay.verdict == "PASS" else COLORS["fail"])
+        pen = QtGui.QPen(color, 3)
+        p.setPen(pen)
+        p.setBrush(QtCore.Qt.BrushStyle.NoBrush)
+        p.drawRect(r)
+        font = p.font()
+        font.setPixelSize(13)
+        font.setBold(True)
+        p.setFont(font)
+        part = f"part #{snap.overlay.part_id}" if snap.overlay.part_id >= 0 else "last part"
+        label = f"{part} · {snap.overlay.verdict} · frame {snap.frame.frame_id}"
+        fm = p.fontMetrics()
+        tr = QtCore.QRectF(r.x(), r.y() - fm.height() - 4, fm.horizontalAdvance(label) + 12, fm.height() + 4)
+        p.fillRect(tr, color)
+        p.setPen(QtGui.QColor("#000000" if snap.overlay.verdict == "PASS" else "#ffffff"))
+        p.drawText(tr, QtCore.Qt.AlignmentFlag.AlignCenter, label)
+        p.restore()
+
+    def _paint_overlay(self, p: QtGui.QPainter, rect: QtCore.QRectF, frame, ov: Overlay | None = None,
+                       slack: int = 0, labels: bool = True) -> None:
+        ov = ov or self._overlay
+        # Only on the frame the result was made from: on a moving belt any later frame shows the
+        # part elsewhere, and a box beside the part is worse than none (the snapshot shows it).
+        if ov is None or abs(frame.frame_id - ov.frame_id) > slack:
             return
         # Result coordinates are in the sent frame's pixels, whatever size it was decoded at.
         full = getattr(frame, "full_size", (0, 0))
@@ -291,7 +365,7 @@ class FeedView(QtWidgets.QWidget):
             else:
                 p.drawPolygon(QtGui.QPolygonF(pts))
             label = reg.get("label") or ""
-            if label and self.layers["labels"]:
+            if label and labels and self.layers["labels"]:
                 top = min(pts, key=lambda q: q.y())
                 fm = p.fontMetrics()
                 tr = QtCore.QRectF(top.x(), top.y() - fm.height() - 4, fm.horizontalAdvance(label) + 10, fm.height() + 4)

@@ -178,3 +178,44 @@ def test_lost_feed_message_fits_the_view_and_says_it_retries(qtbot, real_frames)
     lines = view.lost_lines()
     assert any("retrying in 3.0 s" in l for l in lines), lines
     view.shutdown()
+
+
+def test_result_overlay_never_trails_the_part_on_later_frames(qtbot, real_frames):
+    """On a moving belt the inspected frame is gone by the time later frames paint: the part's
+    boxes are drawn on its own frame only, and the inspected frame is kept (from a short ring of
+    recent frames, by id) as a 'part N' snapshot with its overlay in the view's corner."""
+    view = FeedView("Line 1")
+    qtbot.addWidget(view)
+    h, w = real_frames[0].shape[:2]
+    view.resize(w, h)  # 1:1 so frame pixels map to widget pixels
+    view.show()
+    qtbot.waitExposed(view)
+    view.set_layer("badges", False)
+    fail = QtGui.QColor(COLORS["fail"]).name()
+    box = [[w - 200, 40], [w - 60, 140]]  # top right: clear of the snapshot (bottom left)
+    for i in range(5):
+        view.set_frame(make_frame(real_frames[i], 5 + i))  # frames 5..9 painted
+        view.grab()
+    view.set_overlay({"id": 3, "frame_id": 7, "verdict": "FAIL", "frame_size": [w, h],
+                      "regions": [{"kind": "box", "points": box, "label": "", "ok": False}]})
+    img = view.grab().toImage()  # the live frame is 9: the box from frame 7 must not be on it
+    edge_y = 40
+    assert not any(img.pixelColor(x, edge_y).name() == fail for x in range(w - 200, w - 60)), \
+        "the part's box is drawn on a later frame"
+    snap = view.snapshot
+    assert snap is not None and snap.frame.frame_id == 7 and snap.overlay.frame_id == 7
+    r = view.snapshot_rect()
+    assert r.width() < w / 2 and r.left() < w / 4 and r.bottom() > h * 0.6
+    inside = {img.pixelColor(x, y).name() for x in range(int(r.left()), int(r.right()))
+              for y in range(int(r.top()), int(r.bottom()), 2)}
+    assert fail in inside  # the snapshot shows the box on the inspected frame (and a FAIL frame)
+    # The exact frame still gets its boxes live (e.g. a slow belt, or a result that came first).
+    view.set_overlay({"id": 4, "frame_id": 10, "verdict": "FAIL", "frame_size": [w, h],
+                      "regions": [{"kind": "box", "points": box, "label": "", "ok": False}]})
+    view.set_frame(make_frame(real_frames[5], 10))
+    img = view.grab().toImage()
+    assert any(img.pixelColor(x, edge_y).name() == fail for x in range(w - 200, w - 60))
+    assert view.snapshot.frame.frame_id == 10
+    view.set_layer("regions", False)
+    assert view.snapshot_rect().isNull()  # layers off: no snapshot either
+    view.shutdown()

@@ -455,3 +455,21 @@ def test_update_away_from_a_crash_looping_runtime(engine, profile, fake_images, 
     finally:
         for info in engine.containers(profile):
             docker_client.api.remove_container(info["Id"], force=True)
+
+
+@pytest.mark.parametrize("stage", ["verify", "validate", "prepare", "stop", "start", "health"])
+def test_cancel_at_every_stage_before_the_point_of_no_return(engine, running_v1, fake_images, stage):
+    profile = running_v1
+    before = engine._container(profile.runtime_container_name)["Id"]
+    cancel = threading.Event()
+
+    def progress(p: Progress) -> None:
+        if p.stage == stage:
+            cancel.set()
+
+    report = engine.update(profile, fake_images["v2"], progress=progress, cancel=cancel)
+    assert report.outcome == "cancelled" and not report.success, report.summary()
+    assert report.profile.image == fake_images["v1"]
+    _only_runtime_is(engine, profile, "1.0.0")
+    if stage in ("verify", "validate"):  # before anything changed: the very same container
+        assert engine._container(profile.runtime_container_name)["Id"] == before

@@ -205,9 +205,19 @@ class Engine:
             finally:
                 held[key] -= 1
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self.state_dir / f"{key}.lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as exc:
+            if what == "stop":
+                # Stopping the line must never depend on our own bookkeeping.
+                yield
+                return
+            raise EngineError(
+                f"The engine state folder {self.state_dir} cannot be used ({exc.strerror or exc}); it holds "
+                f"the update journal and the lock, so this {what} was refused.",
+                "Make that folder writable, or give the console another state folder; nothing was changed.") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -473,3 +473,26 @@ def test_cancel_at_every_stage_before_the_point_of_no_return(engine, running_v1,
     _only_runtime_is(engine, profile, "1.0.0")
     if stage in ("verify", "validate"):  # before anything changed: the very same container
         assert engine._container(profile.runtime_container_name)["Id"] == before
+
+
+def test_unusable_state_folder_is_a_clear_error_and_stop_still_works(docker_engine, profile, tmp_path):
+    # The lock and the journal live in the state folder: if it cannot be written, say so (a raw
+    # FileExistsError/PermissionError before), and never let that keep the line from being stopped.
+    from helio_gui.engine import connect
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state folder should be")
+    good = connect(docker_engine.base_url, state_dir=tmp_path / "good")
+    bad = connect(docker_engine.base_url, state_dir=blocker / "engine")
+    try:
+        good.start(profile)
+        with pytest.raises(EngineError, match="state folder") as err:
+            bad.start(profile)
+        assert str(blocker) in str(err.value) and err.value.hint
+        report = bad.update(profile, profile.image)
+        assert report.outcome == "refused" and "state folder" in report.summary()
+        assert bad.stop(profile).state == "exited"
+    finally:
+        good.remove(profile)
+        good.close()
+        bad.close()

@@ -78,6 +78,8 @@ class StatsPanel(QtWidgets.QWidget):
         self.pareto.hideButtons()
         self.pareto.showGrid(y=True, alpha=0.2)
         self.pareto.setMinimumHeight(140)
+        self.pareto_empty = pg.TextItem("No defects this shift", color=COLORS["muted"], anchor=(0.5, 0.5))
+        self.pareto_empty.setPos(0.5, 0.5)
         pareto_card.add(self.pareto, 1)
         charts.addWidget(pareto_card, 1)
         trend_card = Card("Yield trend (% per minute)")
@@ -178,7 +180,16 @@ class StatsPanel(QtWidgets.QWidget):
         self.n_ppm.set(f"{ppm:.1f}" if isinstance(ppm, (int, float)) else "–")
         defects = sorted((s.get("defects") or {}).items(), key=lambda kv: -kv[1])
         self.pareto.clear()
-        if defects:
+        self.pareto_empty.setVisible(not defects)
+        if not defects:
+            # Nothing to rank: no 0..1 axes with fractional "defect" ticks, just say so.
+            self.pareto.getAxis("bottom").setTicks([[]])
+            self.pareto.getAxis("left").setTicks([[]])
+            self.pareto.setXRange(0, 1, padding=0)
+            self.pareto.setYRange(0, 1, padding=0)
+            self.pareto.addItem(self.pareto_empty)
+        else:
+            self.pareto.getAxis("left").setTicks(None)
             xs = list(range(len(defects)))
             ys = [v for _, v in defects]
             self.pareto.addItem(pg.BarGraphItem(x=xs, height=ys, width=0.6, brush=COLORS["fail"]))

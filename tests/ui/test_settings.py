@@ -63,3 +63,18 @@ def test_unreachable_runtime_says_it_is_retrying_first(qtbot, parts, port):
         assert "connection refused" in msg
     finally:
         p.shutdown()
+
+
+def test_pareto_says_no_defects_instead_of_empty_axes(qtbot, parts):
+    from helio_gui.ui.stats import StatsPanel
+
+    runner, presenter, roles = parts
+    st = StatsPanel(presenter, runner, roles)
+    qtbot.addWidget(st)
+    st.show_stats({"total": 3, "pass": 3, "fail": 0, "defects": {}, "buckets": []})
+    assert st.pareto_empty.isVisible() and st.pareto_empty in st.pareto.getPlotItem().items
+    st.show_stats({"total": 4, "pass": 3, "fail": 1, "defects": {"wrong_part": 1}, "buckets": []})
+    assert not st.pareto_empty.isVisible()
+    ticks = st.pareto.getAxis("bottom")._tickLevels
+    assert ticks and ticks[0][0][1] == "wrong_part"
+    st.shutdown()

@@ -179,7 +179,7 @@ def main() -> int:
     parser.add_argument("--engine-dir", default=os.environ.get("HELIO_BENCH_ENGINE_DIR", "/var/tmp/helio-bench-engine"))
     args = parser.parse_args()
 
-    from tests.engine.conftest import device_build_context
+    from tests.support.device_image import device_build_context
 
     private = PrivateEngine(root=Path(args.engine_dir)).start()
     client = private.client()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import docker.errors
@@ -103,48 +102,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
-# -- the real device image -------------------------------------------------------------------
-REPO = Path(__file__).resolve().parents[2]
-WHEEL_CACHE = Path(os.environ.get("HELIO_TEST_CACHE_DIR", "/var/cache/helio-test"))
-
-
-def _wheelhouse() -> Path:
-    """Wheels for the image's dependencies, downloaded on this host once and cached (the build
-    container cannot verify this machine's package index; air-gapped factories build this way)."""
-    import hashlib
-    import subprocess
-    import sys
-    import tomllib
-
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"] + ["setuptools>=68", "wheel"]
-    key = hashlib.sha256("\n".join(deps).encode()).hexdigest()[:12]
-    target = WHEEL_CACHE / f"wheelhouse-{key}"
-    if (target / ".complete").exists():
-        return target
-    partial = target.with_suffix(".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    result = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(partial),
-                             "--only-binary=:all:", *deps], capture_output=True, text=True, timeout=600)
-    if result.returncode != 0:
-        pytest.fail(f"could not download the wheelhouse for the device image build:\n{result.stderr[-2000:]}",
-                    pytrace=False)
-    (partial / ".complete").write_text("\n".join(deps))
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return target
-
-
-def device_build_context(dest: Path) -> Path:
-    """A build context like the repository's (what .dockerignore lets through) plus a wheelhouse."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("pyproject.toml", "README.md", "Dockerfile.device", ".dockerignore"):
-        shutil.copy(REPO / name, dest / name)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "helio_gui", dest / "helio_gui", ignore=ignore)
-    shutil.copytree(REPO / "resources", dest / "resources", ignore=ignore)
-    shutil.copytree(_wheelhouse(), dest / "wheelhouse", ignore=shutil.ignore_patterns(".complete"))
-    return dest
+# -- the real device image (build helpers shared with tests/e2e and benchmarks: tests/support) ----
+from tests.support.device_image import (REPO, DeviceImageError, build_device_images,  # noqa: E402
+                                        device_build_context)  # noqa: F401 - kept importable from here
 
 
 @pytest.fixture(scope="session")
@@ -153,24 +113,14 @@ def device_images(docker_engine, debian_base_image, tmp_path_factory) -> dict[st
     build reuses every layer but the version stamp), plus 0.3.0 whose health check always fails."""
     from helio_gui.engine import connect
 
-    context = device_build_context(tmp_path_factory.mktemp("device-context"))
     eng = connect(docker_engine.base_url, state_dir=tmp_path_factory.mktemp("build-state"))
-    tags = {}
     try:
-        for version in ("0.1.0", "0.2.0"):
-            tag = f"helio-test/device:{version}"
-            eng.build_image(context, tag, {"BASE_IMAGE": debian_base_image, "VERSION": version,
-                                           "REVISION": "test", "RUNTIME_API": RUNTIME_API_VERSION})
-            tags[version] = tag
-        broken = tmp_path_factory.mktemp("broken-context")
-        (broken / "Dockerfile.device").write_text(
-            f"FROM {tags['0.2.0']}\nLABEL org.opencontainers.image.version=0.3.0\n"
-            'HEALTHCHECK --interval=1s --retries=1 CMD ["python", "-c", "raise SystemExit(1)"]\n')
-        eng.build_image(broken, "helio-test/device:0.3.0-broken")
-        tags["broken"] = "helio-test/device:0.3.0-broken"
+        return build_device_images(eng, debian_base_image, tmp_path_factory.mktemp("device-context"),
+                                   tmp_path_factory.mktemp("broken-context"))
+    except DeviceImageError as exc:
+        pytest.fail(str(exc), pytrace=False)
     finally:
         eng.close()
-    return tags
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from helio_gui.engine import HealthCheckConfig, Mount, RuntimeProfile, connect
 from helio_gui.ui.backends import DockerBackend
 from helio_gui.ui.config import DEFAULT_PIN, GuiConfig
 from helio_gui.ui.main_window import MainWindow
-from tests.engine.conftest import device_build_context
+from tests.support.device_image import device_build_context
 
 from .conftest import check_png
 
@@ -267,7 +267,7 @@ def test_gui_builds_runs_updates_rolls_back_and_keeps_the_shift(
         gui.wait_painting(20, timeout_s=60)
         status = client.status()
         assert status["source"]["state"] == "live" and status["source"]["width"] == 960
-        assert status["recipe"] == {"name": "conveyor-housings", "version": "1"}
+        assert (status["recipe"]["name"], status["recipe"]["version"]) == ("conveyor-housings", "1")
         # One full pass of the clip (10.4 s) gives all five parts; wait for two passes' worth.
         qtbot.waitUntil(lambda: (client.stats()["total"] or 0) >= 7, timeout=60000)
         qtbot.waitUntil(lambda: gui.win.live.banner.verdict in ("PASS", "FAIL"), timeout=10000)

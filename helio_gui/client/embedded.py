@@ -101,6 +101,8 @@ class EmbeddedRuntime:
         # The token goes by environment, not argv, so `ps` on a shared machine does not show it.
         env["HELIO_TOKEN"] = self.token
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # If this process dies without cleaning up (SIGKILL, a crash), the child stops itself.
+        env["HELIO_EXIT_WITH_PARENT"] = str(os.getpid())
         try:
             self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, env=env, start_new_session=True)

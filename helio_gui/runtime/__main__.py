@@ -87,6 +87,7 @@ async def serve(runtime, cfg) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    _watch_parent(loop, on_signal)
     runtime.start()
     port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else cfg.port
     log.info("listening on http://%s:%s (source %s, recipe %s v%s, data %s)", cfg.host, port,
@@ -114,6 +115,28 @@ async def serve(runtime, cfg) -> int:
              (t1 - t0) * 1000, (t2 - t1) * 1000, (t3 - t2) * 1000)
     _exit_now(0)
     return 0  # not reached
+
+
+def _watch_parent(loop: asyncio.AbstractEventLoop, on_signal) -> None:
+    """Stops the runtime, as SIGTERM would, once the process named by HELIO_EXIT_WITH_PARENT is gone.
+
+    The GUI sets it for its embedded runtime: a GUI killed with SIGKILL (or crashed) runs no
+    clean-up, and its runtime would otherwise keep the camera and the port forever."""
+    try:
+        parent = int(os.environ.get("HELIO_EXIT_WITH_PARENT", "0"))
+    except ValueError:
+        parent = 0
+    if parent <= 0:
+        return
+
+    def watch() -> None:
+        # Reparenting (to init or a subreaper) is the one signal that needs no permissions.
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        log.warning("the process that started this runtime (pid %s) is gone: stopping", parent)
+        loop.call_soon_threadsafe(on_signal)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:

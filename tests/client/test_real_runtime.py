@@ -93,3 +93,39 @@ def test_start_failure_reports_the_runtime_log(tmp_path):
         runtime.start(timeout=20)
     assert "missing.toml" in str(info.value) or "Last log lines" in str(info.value)
     assert not runtime.running()
+
+
+def test_runtime_stops_by_itself_when_the_gui_is_killed(tmp_path):
+    """A GUI killed with SIGKILL runs no clean-up; its embedded runtime must not live on
+    holding the camera and the port (it did: 25 orphans from killed benchmark runs)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time\n"
+        "from helio_gui.client import EmbeddedRuntime\n"
+        f"rt = EmbeddedRuntime(data_dir={str(tmp_path)!r})\n"
+        "rt.start(timeout=60)\n"
+        "print(rt.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    gui = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(gui.stdout.readline())
+        assert _alive(child)
+        gui.send_signal(signal.SIGKILL)
+        gui.wait(timeout=10)
+        assert wait_for(lambda: not _alive(child), timeout=15), "the runtime outlived the GUI that started it"
+        log = (tmp_path / "runtime.log").read_text()
+        assert "is gone: stopping" in log and "stopped in" in log
+    finally:
+        gui.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -333,6 +333,11 @@ def test_gui_builds_runs_updates_rolls_back_and_keeps_the_shift(
         qtbot.waitUntil(lambda: c.fields["version"].text() == "0.2.0", timeout=15000)
         qtbot.waitUntil(lambda: c.fields["state"].text() == "RUNNING", timeout=15000)
         gui.shot(shots / "step6_runtime_rollback.png", "runtime")
+        # The report box scrolls on the page; its whole text, step by step, as people read it.
+        line = c.result_line
+        line.resize(line.width(), line.heightForWidth(line.width()))  # all of it, not the box's view
+        report = line.grab()
+        assert report.height() > 100 and report.save(str(shots / "step6_rollback_report.png"))
         gui.shot(shots / "step6_live_v2_back.png", "live")
 
         # 7. Stop the runtime, close the GUI.

@@ -175,7 +175,7 @@ def test_bad_recipe_is_refused_and_the_old_one_keeps_running(conveyor_runtime):
     before = proc.status()["frames_processed"]
     time.sleep(0.5)
     st = proc.status()
-    assert st["frames_processed"] > before and st["recipe"] == {"name": "conveyor-housings", "version": "1"}
+    assert st["frames_processed"] > before and st["recipe"] == {"name": "conveyor-housings", "version": "1", "problem": None}
     good = old["text"].replace('version = "1"', 'version = "2"')
     st, body = proc.json("PUT", "/api/recipe", good.encode(), headers={"Content-Type": "application/toml"})
     assert st == 200 and body == {"name": "conveyor-housings", "version": "2"}

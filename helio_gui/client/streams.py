@@ -83,6 +83,11 @@ def reduction_for(full: tuple[int, int], box: tuple[int, int] | None) -> int:
     return 1
 
 
+# A restarted/updated runtime is back within a fraction of a second: a cap much above 0.5 s
+# leaves the feed black for seconds after the runtime is already serving again.
+RECONNECT_BACKOFF = (0.1, 0.5)
+
+
 class _StreamThread(threading.Thread):
     """Shared connect / backoff / stop logic. Subclasses implement `_consume(resp)`."""
 
@@ -91,7 +96,7 @@ class _StreamThread(threading.Thread):
     def __init__(self, host: str, port: int, token: str = "", *, name: str,
                  on_state: Callable[[str, str], None] | None = None,
                  connect_timeout: float = 2.0, read_timeout: float = 5.0,
-                 backoff: tuple[float, float] = (0.25, 5.0)):
+                 backoff: tuple[float, float] = RECONNECT_BACKOFF):
         super().__init__(name=name, daemon=True)
         self.host, self.port, self.token = host, port, token
         self.on_state = on_state
@@ -166,6 +171,7 @@ class _StreamThread(threading.Thread):
                     hint = " (wrong token?)" if resp.status == 401 else ""
                     raise ConnectionError(f"HTTP {resp.status}{hint}: {body}")
                 self._set_state("live", "")
+                delay = self.backoff_min  # a good connection: the next outage starts fast again
                 got_data = self._consume(resp)
                 if not self._stop_evt.is_set():
                     raise ConnectionError("the runtime closed the stream")

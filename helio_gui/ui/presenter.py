@@ -54,10 +54,10 @@ class RuntimePresenter(QtCore.QObject):
     def start(self) -> None:
         c = self.client
         self.reader = MjpegReader(c.host, c.port, c.token, on_frame=self._on_frame_thread,
-                                  on_state=self._on_stream_state_thread, backoff=(0.1, 3.0),
+                                  on_state=self._on_stream_state_thread,
                                   name=f"MjpegReader:{self.name}")
         self.events = EventStream(c.host, c.port, c.token, on_event=self._on_event_thread,
-                                  on_state=self._on_events_state_thread, backoff=(0.1, 3.0),
+                                  on_state=self._on_events_state_thread,
                                   last_event_id=self._last_event_id, name=f"EventStream:{self.name}")
         self.reader.display_box = self._display_box
         self.reader.start()

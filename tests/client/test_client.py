@@ -204,3 +204,28 @@ def test_event_stream_resumes_with_last_event_id(server):
         assert es.last_event_id == "10"
     finally:
         es.stop()
+
+
+@pytest.mark.parametrize("kind", ["mjpeg", "events"])
+def test_default_backoff_resumes_quickly_after_a_3s_outage(port, jpegs, kind):
+    # A runtime restart/update: down ~3 s, then back at once. With the default backoff (what the
+    # GUI uses) the stream must be live again well under a second later, not after a 3 s wait.
+    srv = TinyServer(port, jpegs, fps=60).start()
+    if kind == "mjpeg":
+        t = MjpegReader("127.0.0.1", port, "tok")
+    else:
+        t = EventStream("127.0.0.1", port, "tok")
+    t.start()
+    try:
+        assert t.backoff_max <= 1.0
+        assert wait_for(lambda: t.state == "live")
+        srv.stop()
+        assert wait_for(lambda: t.state == "reconnecting")
+        time.sleep(3.0)
+        srv = TinyServer(port, jpegs, fps=60).start()
+        t0 = time.monotonic()
+        assert wait_for(lambda: t.state == "live", 5)
+        assert time.monotonic() - t0 < 0.9
+    finally:
+        t.stop()
+        srv.stop()

@@ -109,6 +109,7 @@ class AlarmBanner(QtWidgets.QFrame):
     alarm never pushes the buttons below it under the operator's finger (touchscreens)."""
 
     acknowledge_clicked = QtCore.Signal()
+    MAX_LINES = 3
 
     def __init__(self, model: AlarmModel, parent=None):
         super().__init__(parent)
@@ -119,9 +120,11 @@ class AlarmBanner(QtWidgets.QFrame):
         lay.setContentsMargins(18, 4, 12, 4)
         self.icon = QtWidgets.QLabel("⚠")
         self.text = QtWidgets.QLabel()
-        self.text.setWordWrap(True)
-        # Two lines at most: more alarms are counted in front and listed in the tooltip.
+        # One line per alarm, MAX_LINES at most (more: the last line counts the rest; all are in
+        # the tooltip). Lines are elided to the width, never wrapped, so none is cut top/bottom.
+        self.text.setWordWrap(False)
         self.text.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Ignored)
+        self.lines: list[str] = []
         self.ack = QtWidgets.QPushButton("ACKNOWLEDGE")
         self.ack.setMinimumWidth(200)
         self.ack.clicked.connect(self.acknowledge_clicked)
@@ -139,8 +142,19 @@ class AlarmBanner(QtWidgets.QFrame):
         self.ensurePolished()
         self.text.ensurePolished()
         self.ack.ensurePolished()
-        two_lines = 2 * self.text.fontMetrics().lineSpacing() + 12
-        self.setFixedHeight(max(two_lines, self.ack.sizeHint().height() + 8))
+        lines = self.MAX_LINES * self.text.fontMetrics().lineSpacing() + 12
+        self.setFixedHeight(max(lines, self.ack.sizeHint().height() + 8))
+        self._show_lines()
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        self._show_lines()
+
+    def _show_lines(self) -> None:
+        fm = self.text.fontMetrics()
+        w = max(40, self.text.width())
+        self.text.setText("\n".join(fm.elidedText(line, QtCore.Qt.TextElideMode.ElideRight, w)
+                                    for line in self.lines))
 
     def changeEvent(self, ev) -> None:
         super().changeEvent(ev)
@@ -170,7 +184,7 @@ class AlarmBanner(QtWidgets.QFrame):
             self.ack.show()
         elif active:
             self._set_look("active")
-            parts = ["Acknowledged, still active: " + "   |   ".join(a.message for a in active)]
+            parts = ["Acknowledged, still active: " + a.message for a in active]
             self.ack.hide()
         else:
             self._set_look("quiet")
@@ -178,12 +192,15 @@ class AlarmBanner(QtWidgets.QFrame):
             self.ack.hide()
         if not shown:
             self.icon.setText("✓")
-            self.text.setText("No active alarms")
+            self.lines = ["No active alarms"]
             self.setToolTip("")
+            self._show_lines()
             return
         self.icon.setText("⚠")
-        text = "   |   ".join(parts)
-        if len(unack) > 1:
-            text = f"{len(unack)} ALARMS — " + text
-        self.text.setText(text)
+        lines = list(parts)
+        if len(lines) > self.MAX_LINES:
+            rest = len(lines) - (self.MAX_LINES - 1)
+            lines = lines[:self.MAX_LINES - 1] + [f"+{rest} more — {len(parts)} alarms in all (list in the tooltip)"]
+        self.lines = lines
+        self._show_lines()
         self.setToolTip("\n".join(parts))

@@ -126,3 +126,22 @@ def test_alarm_log_failure_does_not_hide_the_alarm(tmp_path, qtbot):
     model = AlarmModel(bad / "alarms.log")  # a path under a file: cannot be written
     model.raise_("runtime_down", "RUNTIME DOWN")
     assert model.unacknowledged() and model.history
+
+
+def test_three_alarms_each_get_a_whole_legible_line(win, qtbot):
+    win.resize(1280, 800)
+    qtbot.waitUntil(lambda: win.banner.isVisible())
+    msgs = ["DEFECT RATE 60% over the last 40 parts", "CAMERA FAILED on Feed 1: unplugged",
+            "FEED FROZEN — Feed 2: no new frame for over 1 s"]
+    for i, m in enumerate(msgs):
+        win.alarms.raise_(f"a{i}", m)
+    QtWidgets.QApplication.processEvents()
+    lines = win.banner.text.text().split("\n")
+    assert lines == msgs  # one line per alarm, none elided at this width
+    fm = win.banner.text.fontMetrics()
+    # The label has room for all three lines: none is cut off top or bottom.
+    assert win.banner.text.height() >= 3 * fm.lineSpacing()
+    win.alarms.raise_("a3", "FOURTH")
+    QtWidgets.QApplication.processEvents()
+    lines = win.banner.text.text().split("\n")
+    assert len(lines) == 3 and lines[:2] == msgs[:2] and lines[2].startswith("+2 more")

@@ -19,6 +19,18 @@ UPDATE_SOURCES = [("registry", "Registry reference", "e.g. registry.local/helio-
 
 class RuntimeControlPanel(QtWidgets.QWidget):
     action_finished = QtCore.Signal(str, bool, str)  # action, ok, message (tests wait on it)
+    RESULT_MAX_LINES = 14
+
+    def _fit_result_box(self) -> None:
+        fm = self.result_line.fontMetrics()
+        limit = self.RESULT_MAX_LINES * fm.lineSpacing() + 8
+        w = max(200, self.result_box.viewport().width())
+        need = self.result_line.heightForWidth(w) if self.result_line.text() else 0
+        self.result_box.setFixedHeight(min(limit, max(need, 0) + 4))
+
+    def resizeEvent(self, ev) -> None:
+        super().resizeEvent(ev)
+        self._fit_result_box()
 
     def __init__(self, backend, runner: TaskRunner, roles, presenter=None, config=None, kiosk: bool = False,
                  parent=None):
@@ -132,15 +144,15 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         self.result_line.setWordWrap(True)
         self.result_line.setAlignment(QtCore.Qt.AlignmentFlag.AlignTop | QtCore.Qt.AlignmentFlag.AlignLeft)
         self.result_line.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
-        # An update's step-by-step report is long: it scrolls in a bounded box instead of
-        # squeezing the log view below to one line.
+        # An update's step-by-step report (a rollback: ~10 lines) is shown whole: the box grows
+        # with its text up to RESULT_MAX_LINES, and only a longer report scrolls.
         self.result_box = QtWidgets.QScrollArea()
         self.result_box.setWidgetResizable(True)
         self.result_box.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         self.result_box.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.result_box.setStyleSheet("QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }")
         self.result_box.setWidget(self.result_line)
-        self.result_box.setMaximumHeight(110)
+        self._fit_result_box()
         actions.add(self.result_box)
         self.role_hint = QtWidgets.QLabel("Operator: read-only. Unlock as engineer to control the runtime.")
         self.role_hint.setProperty("role", "muted")
@@ -226,6 +238,7 @@ class RuntimeControlPanel(QtWidgets.QWidget):
             self.config.save()
         except OSError as exc:
             self.result_line.setText(f"Base image not saved in the settings: {exc}")
+            self._fit_result_box()
 
     def refresh(self) -> None:
         if self._status_busy:
@@ -302,6 +315,7 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         self.stage.setText(action.capitalize() + "…")
         self.progress.setRange(0, 0)
         self.result_line.setText("")
+        self._fit_result_box()
 
         def progress(stage: str, message: str, fraction) -> None:
             self.runner.post(self._show_progress, (stage, message, fraction))
@@ -322,6 +336,7 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         stage, message, fraction = p
         self.stage.setText(stage)
         self.result_line.setText(message)
+        self._fit_result_box()
         if fraction is None:
             self.progress.setRange(0, 0)
         else:
@@ -342,6 +357,7 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         self.stage.setText(("Done: " if ok else "Failed: ") + action)
         self.result_line.setText(msg)
         self.result_line.setStyleSheet("" if ok else f"color: {COLORS['fail']};")
+        self._fit_result_box()
         self._apply_role(self.roles.role)
         self.refresh()
         self.action_finished.emit(action, ok, msg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from PySide6 import QtWidgets
 
 from helio_gui.engine import HealthCheckConfig, RuntimeProfile, connect
 from helio_gui.ui.backends import DockerBackend
@@ -200,3 +201,22 @@ def test_build_update_uses_the_base_image_field_and_remembers_it(qtbot, qapp, do
                 docker_client.images.remove(ref, force=True)
         finally:
             eng.close()
+
+
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")
+def test_a_full_rollback_report_is_shown_without_scrolling(qtbot, panel):
+    p, _backend, _profile = panel
+    p.resize(1280, 760)
+    p.show()
+    qtbot.waitExposed(p)
+    report = "\n".join(["Update to helio-test/fake-runtime:2.0.0 FAILED — rolled back to 1.0.0"] +
+                       [f"  step {i}: {s}" for i, s in enumerate(
+                           ["image loaded", "old container renamed", "new container created",
+                            "new container started", "health check failed: 3 retries", "new container stopped",
+                            "new container removed", "old container renamed back", "old container started",
+                            "old container healthy again"], 1)])
+    p._finished("update", False, report)
+    QtWidgets.QApplication.processEvents()
+    bar = p.result_box.verticalScrollBar()
+    assert bar.maximum() == 0, f"the report scrolls ({bar.maximum()} px hidden) in a {p.result_box.height()} px box"
+    assert p.result_box.height() >= 11 * p.result_line.fontMetrics().lineSpacing()

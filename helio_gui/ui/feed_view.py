@@ -304,6 +304,15 @@ class FeedView(QtWidgets.QWidget):
         self._paint_badges(p, frame)
         p.end()
 
+    def snapshot_label(self) -> str:
+        """The inset's caption. It names the result's frame_id (as the "Last part" card does), not
+        the id of the nearest kept frame shown when latest-wins dropped the inspected one."""
+        snap = self.snapshot
+        if snap is None:
+            return ""
+        part = f"part #{snap.overlay.part_id}" if snap.overlay.part_id >= 0 else "last part"
+        return f"{part} · {snap.overlay.verdict} · frame {snap.overlay.frame_id}"
+
     def _paint_snapshot(self, p: QtGui.QPainter) -> None:
         r = self.snapshot_rect()
         if r.isNull():
@@ -325,8 +334,7 @@ class FeedView(QtWidgets.QWidget):
         font.setPixelSize(13)
         font.setBold(True)
         p.setFont(font)
-        part = f"part #{snap.overlay.part_id}" if snap.overlay.part_id >= 0 else "last part"
-        label = f"{part} · {snap.overlay.verdict} · frame {snap.frame.frame_id}"
+        label = self.snapshot_label()
         fm = p.fontMetrics()
         tr = QtCore.QRectF(r.x(), r.y() - fm.height() - 4, fm.horizontalAdvance(label) + 12, fm.height() + 4)
         p.fillRect(tr, color)

@@ -219,3 +219,19 @@ def test_result_overlay_never_trails_the_part_on_later_frames(qtbot, real_frames
     view.set_layer("regions", False)
     assert view.snapshot_rect().isNull()  # layers off: no snapshot either
     view.shutdown()
+
+
+def test_inset_names_the_results_frame_id_even_when_that_frame_was_dropped(qtbot, real_frames):
+    view = FeedView("Line 1")
+    qtbot.addWidget(view)
+    view.resize(640, 480)
+    view.show()
+    qtbot.waitExposed(view)
+    for i, fid in enumerate([1333, 1334, 1336, 1337]):  # 1335 dropped by latest-wins
+        view.set_frame(make_frame(real_frames[i], fid))
+    h, w = real_frames[0].shape[:2]
+    view.set_overlay({"id": 14, "frame_id": 1335, "verdict": "FAIL", "frame_size": [w, h], "regions": []})
+    assert view.snapshot is not None and view.snapshot.frame.frame_id != 1335  # a neighbour is shown
+    assert view.snapshot_label() == "part #14 · FAIL · frame 1335"  # as the "Last part" card says
+    view.grab()  # paints the inset with that caption
+    view.shutdown()

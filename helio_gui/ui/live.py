@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import time
+
 from PySide6 import QtCore, QtWidgets
 
 from .feed_view import FeedView
 from .presenter import RuntimePresenter
 from .widgets import Card, VerdictBanner
+
+STATS_LAG_S = 5.0  # how long a result may be missing from polled stats before they win
 
 
 class LivePanel(QtWidgets.QWidget):
@@ -78,8 +83,12 @@ class LivePanel(QtWidgets.QWidget):
         side_host.setLayout(side)
         side_host.setFixedWidth(side_width)
         outer.addWidget(side_host)
+        self._counts: dict | None = None  # shift totals shown (from stats, plus results since)
+        self._last_counted_id = -1
+        self._recent_results: collections.deque = collections.deque()
         if presenters:
             presenters[0].result_received.connect(self.show_result)
+            presenters[0].result_received.connect(self._count_result)
             presenters[0].stats_changed.connect(self.show_counts)
 
     def _stream_state(self, view: FeedView, state: str, reason: str) -> None:
@@ -105,11 +114,37 @@ class LivePanel(QtWidgets.QWidget):
         self.part_info.setText("<br>".join(lines))
 
     def show_counts(self, s: dict) -> None:
-        y = s.get("yield")
-        ytxt = f"{y * 100:.1f} %" if isinstance(y, (int, float)) else "–"
-        self.counts.setText(f"Total {s.get('total', 0)}   ·   Yield {ytxt}\n"
-                            f"<span>PASS {s.get('pass', 0)}   FAIL {s.get('fail', 0)}</span>")
-        self.counts.setText(f"Total {s.get('total', 0)}  ·  Yield {ytxt}\nPASS {s.get('pass', 0)}  ·  FAIL {s.get('fail', 0)}")
+        """Adopts the runtime's shift totals, unless they lag the results already counted here."""
+        stats = {k: int(s.get(k) or 0) for k in ("total", "pass", "fail")}
+        now = time.monotonic()
+        while self._recent_results and now - self._recent_results[0] > STATS_LAG_S:
+            self._recent_results.popleft()
+        mine = self._counts
+        # Stats polled every 2 s may predate the latest results: keep our count while the gap is
+        # no more than the results seen in the last few seconds. A larger gap is a new shift.
+        if mine is not None and 0 < mine["total"] - stats["total"] <= len(self._recent_results):
+            return
+        self._counts = stats
+        self._render_counts()
+
+    def _count_result(self, r: dict) -> None:
+        # The "This shift" card moves with the verdict banner, on the same result event.
+        rid = r.get("id")
+        if self._counts is None or not isinstance(rid, int) or rid <= self._last_counted_id:
+            self._last_counted_id = rid if isinstance(rid, int) else self._last_counted_id
+            return
+        self._last_counted_id = rid
+        self._counts["total"] += 1
+        key = {"PASS": "pass", "FAIL": "fail"}.get(str(r.get("verdict", "")).upper())
+        if key:
+            self._counts[key] += 1
+        self._recent_results.append(time.monotonic())
+        self._render_counts()
+
+    def _render_counts(self) -> None:
+        c = self._counts or {"total": 0, "pass": 0, "fail": 0}
+        ytxt = f"{c['pass'] / c['total'] * 100:.1f} %" if c["total"] else "–"
+        self.counts.setText(f"Total {c['total']}  ·  Yield {ytxt}\nPASS {c['pass']}  ·  FAIL {c['fail']}")
 
     def shutdown(self) -> None:
         for f in self.feeds:

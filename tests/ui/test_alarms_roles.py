@@ -145,3 +145,22 @@ def test_three_alarms_each_get_a_whole_legible_line(win, qtbot):
     QtWidgets.QApplication.processEvents()
     lines = win.banner.text.text().split("\n")
     assert len(lines) == 3 and lines[:2] == msgs[:2] and lines[2].startswith("+2 more")
+
+
+def test_this_shift_counts_move_with_the_verdict_banner(win):
+    live, p = win.live, win.presenters[0]
+    live.show_counts({"total": 10, "pass": 8, "fail": 2, "yield": 0.8})
+    assert live.counts.text().startswith("Total 10")
+    p.result_received.emit({"id": 11, "verdict": "FAIL", "frame_id": 50, "regions": []})
+    QtWidgets.QApplication.processEvents()
+    assert live.banner.verdict == "FAIL"
+    assert "Total 11" in live.counts.text() and "FAIL 3" in live.counts.text()  # same event, no lag
+    p.result_received.emit({"id": 11, "verdict": "FAIL", "frame_id": 50, "regions": []})  # replayed
+    QtWidgets.QApplication.processEvents()
+    assert "Total 11" in live.counts.text()
+    live.show_counts({"total": 10, "pass": 8, "fail": 2})  # stats polled just before part 11
+    assert "Total 11" in live.counts.text() and "FAIL 3" in live.counts.text()
+    live.show_counts({"total": 11, "pass": 8, "fail": 3})
+    assert "Total 11" in live.counts.text()
+    live.show_counts({"total": 0, "pass": 0, "fail": 0})  # shift reset: the runtime wins
+    assert "Total 0" in live.counts.text()

@@ -239,7 +239,13 @@ class StatsPanel(QtWidgets.QWidget):
         qimg = qimage_from_array(thumb).copy()  # the list keeps the pixmap; no numpy tie needed
         it = QtWidgets.QListWidgetItem(QtGui.QIcon(QtGui.QPixmap.fromImage(qimg)), f"#{rid} {defects}")
         it.setData(QtCore.Qt.ItemDataRole.UserRole, rid)
-        self.filmstrip.insertItem(0, it)
+        # Thumbs finish decoding in any order (worker threads; the first page plus live results):
+        # place each by id so the strip always reads newest first.
+        row = 0
+        while (row < self.filmstrip.count()
+               and self.filmstrip.item(row).data(QtCore.Qt.ItemDataRole.UserRole) > rid):
+            row += 1
+        self.filmstrip.insertItem(row, it)
         while self.filmstrip.count() > 12:
             old = self.filmstrip.takeItem(self.filmstrip.count() - 1)
             self._images.pop(old.data(QtCore.Qt.ItemDataRole.UserRole), None)

@@ -164,3 +164,21 @@ def test_this_shift_counts_move_with_the_verdict_banner(win):
     assert "Total 11" in live.counts.text()
     live.show_counts({"total": 0, "pass": 0, "fail": 0})  # shift reset: the runtime wins
     assert "Total 0" in live.counts.text()
+
+
+def test_reject_filmstrip_is_newest_first_whatever_order_thumbs_arrive(win, real_frames):
+    import cv2
+
+    from helio_gui.ui.stats import _decode_thumb
+
+    panel = win._page("stats")
+    ok, jpeg = cv2.imencode(".jpg", real_frames[0])
+    assert ok
+    for rid in (14, 15, 19, 10, 17, 3):  # the order the worker threads happened to finish in
+        panel._add_thumb((rid, "scratch", _decode_thumb(jpeg.tobytes())))
+    ids = [panel.filmstrip.item(i).data(QtCore.Qt.ItemDataRole.UserRole) for i in range(panel.filmstrip.count())]
+    assert ids == [19, 17, 15, 14, 10, 3]
+    for rid in range(20, 30):  # more than 12: the oldest drop off the end
+        panel._add_thumb((rid, "", _decode_thumb(jpeg.tobytes())))
+    ids = [panel.filmstrip.item(i).data(QtCore.Qt.ItemDataRole.UserRole) for i in range(panel.filmstrip.count())]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 12 and ids[0] == 29 and 3 not in ids

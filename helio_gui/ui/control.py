@@ -27,6 +27,7 @@ class RuntimeControlPanel(QtWidgets.QWidget):
         w = max(200, self.result_box.viewport().width())
         need = self.result_line.heightForWidth(w) if self.result_line.text() else 0
         self.result_box.setFixedHeight(min(limit, max(need, 0) + 4))
+        self.result_box.setVisible(bool(self.result_line.text()))  # no empty sliver when idle
 
     def resizeEvent(self, ev) -> None:
         super().resizeEvent(ev)

@@ -281,6 +281,13 @@ def _wait_ready(engine: "Engine", container_id: str, timeout: float,
                 or int(info.get("RestartCount", 0)) > 0:
             # With a restart policy a crashing runtime is "running" again a moment later.
             code = (info or {}).get("State", {}).get("ExitCode")
+            # The logs above were read before the state: read them again now that it has
+            # stopped, or its last words (the reason) can be missing.
+            try:
+                with engine._doing("reading the new runtime's last log lines"):
+                    logs = api.logs(container_id, tail=50).decode(errors="replace")
+            except EngineError:
+                pass
             return False, f"the new runtime exited (code {code}) before taking over. Last log lines:\n{logs[-1500:]}"
         if cancel is not None and cancel.is_set():
             return False, "cancelled"

@@ -81,8 +81,9 @@ class RuntimeClient:
                 f"the runtime at {self.base_url} did not answer {method} {path} in time; "
                 "it may be overloaded or stuck — check its logs or restart it") from exc
         except requests.ConnectionError as exc:
+            detail = "connection refused" if "refused" in str(exc).lower() else "no connection"
             raise RuntimeUnreachable(
-                f"cannot connect to the runtime at {self.base_url}; is it running? "
+                f"cannot connect to the runtime at {self.base_url} ({detail}); is it running? "
                 "Start it (Runtime tab) or check the address and port") from exc
         if resp.status_code >= 400:
             try:

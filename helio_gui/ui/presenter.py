@@ -158,4 +158,7 @@ class RuntimePresenter(QtCore.QObject):
     def _status_failed(self, msg: str) -> None:
         self._status_busy = False
         if self.connection != "reconnecting":
-            self._set_connection("reconnecting", f"runtime unreachable · reconnecting · {msg}")
+            # The status poll may notice before the event stream does: say when it tries again,
+            # first, as the stream's message does (the strip elides on the right).
+            retry = self.timer.interval() / 1000.0
+            self._set_connection("reconnecting", f"runtime unreachable · retrying in {retry:.1f} s · {msg}")
